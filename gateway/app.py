@@ -1,0 +1,114 @@
+"""create_app(): every route and the wiring of one gateway process, on one screen.
+
+upstream client -> poller -> diff -> bus -> fan-out -> SSE -> pages and clients
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import codec
+from gateway.bus import MemoryBus
+from gateway.errors import BuildcastError
+from gateway.fanout import Fanout
+from gateway.http_errors import check_build_id, error_response, from_error
+from gateway.settings import Settings
+from gateway.state import STATE, GatewayState
+from gateway.transports import sse
+from gateway.upstream import UpstreamClient
+from gateway.watch import Watches
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
+    bus = MemoryBus(history=settings.history)
+    fanout = Fanout(bus)
+    watches = Watches(settings, upstream, bus)
+    app = web.Application(middlewares=[errors_as_json])
+    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches)
+    app.cleanup_ctx.append(_lifecycle)
+    page = _page(settings)
+    app.add_routes(
+        [
+            web.get("/", page("index.html")),
+            web.get("/builds/{build_id}", page("build.html")),
+            web.get("/api/v1/builds/{build_id}", build_view),
+            web.get("/api/v1/builds/{build_id}/stream", build_stream),
+            web.get("/api/v1/watched", watched),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.static("/static", settings.web_root),
+        ]
+    )
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.bus.start(state.fanout.deliver)
+    yield
+    await state.watches.close()
+    await state.bus.close()
+    await state.upstream.aclose()
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client sees is PROTOCOL.md's JSON body; never a traceback."""
+    try:
+        return await handler(request)
+    except BuildcastError as exc:
+        return from_error(exc)
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"no such path {request.path}")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
+
+
+def _page(settings: Settings) -> Callable[[str], Handler]:
+    def serve(name: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(settings.web_root / name, headers={"Cache-Control": "no-cache"})
+
+        return handler
+
+    return serve
+
+
+async def build_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    build_id = check_build_id(request.match_info["build_id"])
+    async with state.watches.watching(build_id):
+        latest = await state.bus.latest(build_id)
+    if latest is None:
+        return error_response(503, "upstream_unavailable", f"no view of {build_id} yet")
+    return web.Response(body=codec.snapshot_view(latest), content_type="application/json")
+
+
+async def build_stream(request: web.Request) -> web.StreamResponse:
+    return await sse.stream(request, request.app[STATE])
+
+
+async def watched(request: web.Request) -> web.Response:
+    builds = request.app[STATE].watches.watched()
+    return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await request.app[STATE].bus.ready():
+        return web.Response(body=b'{"status":"ready"}', content_type="application/json")
+    return error_response(503, "not_ready", "the bus is not reachable")

@@ -1,0 +1,58 @@
+"""The Bus: what a poller publishes to and what a replica's fan-out hears.
+
+Guarantees every implementation gives (the contract suite in
+tests/test_bus_contract.py runs against each one):
+
+- Ordering: per build, messages are delivered in publish order, which is seq
+  order. Different builds are independent.
+- Delivery: while a process is subscribed to a build, each message published
+  for it is handed to that process's `deliver` callback at most once. A
+  message can be lost (a dropped connection to Redis); the receiver notices
+  the seq gap and repairs it from `history`, or from `latest` when history no
+  longer reaches back.
+- Atomicity: when `publish` returns True, `latest` and `history` already
+  include the message; a reader never sees a message it cannot resume after.
+- Fencing: `publish` accepts a snapshot or delta only if it follows the stored
+  latest one (seq + 1 in the same epoch), or is a snapshot that starts a new
+  epoch or the build's first one. Otherwise it stores nothing and answers
+  False: another poller owns the build, and the caller must stop.
+- Resume: `history(build, since)` gives every kept message after `since` in
+  order, [] when `since` is the latest, or None when the epoch differs or the
+  history no longer reaches back: the reader must then take `latest`.
+- Errors are delivered but never stored: they belong to no position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.messages import Message
+from gateway.models import View
+from gateway.resume import Position
+
+Deliver = Callable[[Message], None]
+
+
+class Bus(Protocol):
+    async def start(self, deliver: Deliver) -> None:
+        """Begin handing messages of subscribed builds to `deliver` (not awaited, never raises)."""
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, build_id: str) -> None:
+        """This process wants `build_id`'s messages from now on."""
+
+    async def unsubscribe(self, build_id: str) -> None: ...
+
+    async def publish(self, message: Message, view: View | None) -> bool:
+        """Store and deliver `message`; `view` is the build's view at its seq (None for errors)."""
+
+    async def latest(self, build_id: str) -> Message | None:
+        """A snapshot message at the build's newest position, or None if none is stored."""
+
+    async def history(self, build_id: str, since: Position) -> list[Message] | None:
+        """Kept messages after `since`, oldest first; None if they no longer all exist."""
+
+    async def ready(self) -> bool:
+        """Whether the bus can take publishes now (readiness probe)."""

@@ -1,0 +1,243 @@
+"""The `buildcast` command: serve, demo, simulate.
+
+Every option can also come from the environment as `BUILDCAST_<OPTION>`
+(`--poll-active` is `BUILDCAST_POLL_ACTIVE`); the command line wins. Bad
+options, a taken port or an unreachable dependency end with one clear line
+and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.simulator import Simulator, create_simulator_app
+
+log = logging.getLogger("buildcast")
+
+
+class UsageError(Exception):
+    """A bad option or environment value: reported as one line, exit status 2."""
+
+
+def _env(option: str) -> str:
+    return "BUILDCAST_" + option.lstrip("-").replace("-", "_").upper()
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    option: str,
+    kind: Callable[[str], Any],
+    default: Any,
+    help: str,
+) -> None:
+    env = _env(option)
+    parser.add_argument(
+        option,
+        type=kind,
+        default=os.environ.get(env, default),
+        help=f"{help} (env {env}; default {default})",
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
+    return value
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def _listen_options(parser: argparse.ArgumentParser, port: int) -> None:
+    _add(parser, "--host", str, "127.0.0.1", "address to listen on")
+    _add(parser, "--port", _port, port, "port to listen on")
+
+
+def _poll_options(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--poll-active", _positive, 2.0, "seconds between polls of a running build")
+    _add(parser, "--poll-idle", _positive, 10.0, "seconds between polls of an ended build")
+    _add(parser, "--grace", _positive, 30.0, "seconds a poller outlives its last viewer")
+    _add(
+        parser,
+        "--partition-refresh",
+        _positive,
+        60.0,
+        "seconds between background reads of an unfinished partition",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="buildcast", description=__doc__.splitlines()[0])
+    _add(root, "--log-level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add(serve, "--upstream", _url, None, "base URL of the Build Graph Service")
+    _listen_options(serve, 8080)
+    _poll_options(serve)
+
+    demo = commands.add_parser(
+        "demo", help="a simulated Build Graph Service and the gateway, in one process"
+    )
+    _listen_options(demo, 8080)
+    _poll_options(demo)
+    _add(demo, "--seed", int, 7, "seed of the simulated builds")
+
+    simulate = commands.add_parser("simulate", help="the simulated Build Graph Service alone")
+    _listen_options(simulate, 8081)
+    _add(simulate, "--seed", int, 7, "seed of the simulated builds")
+    _add(simulate, "--tick", _positive, 1.5, "seconds between steps of every running build")
+    _add(simulate, "--keep-active", int, 4, "running builds to keep alive (0: only those created)")
+    return root
+
+
+def _settings(args: argparse.Namespace, upstream: str) -> Settings:
+    return Settings(
+        upstream=upstream,
+        host=args.host,
+        port=args.port,
+        poll_active=args.poll_active,
+        poll_idle=args.poll_idle,
+        grace=args.grace,
+        partition_refresh=args.partition_refresh,
+    )
+
+
+async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
+    # handler_cancellation: a client that goes away ends its stream's handler at once,
+    # so its subscriber and watch are released without waiting for the next write.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return runner
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    return int(runner.addresses[0][1])
+
+
+async def _until_stopped(*runners: web.AppRunner) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    if not args.upstream:
+        raise UsageError(f"--upstream (or {_env('--upstream')}) is required")
+    settings = _settings(args, args.upstream)
+    runner = await _listen(create_app(settings), settings.host, settings.port)
+    print(
+        f"buildcast gateway on http://{settings.host}:{_bound_port(runner)}/ "
+        f"following {settings.upstream}",
+        flush=True,
+    )
+    await _until_stopped(runner)
+
+
+async def simulate(args: argparse.Namespace) -> None:
+    sim = Simulator(seed=args.seed)
+    app = create_simulator_app(sim, tick=args.tick, keep_active=args.keep_active)
+    runner = await _listen(app, args.host, args.port)
+    print(
+        f"simulated Build Graph Service on http://{args.host}:{_bound_port(runner)}/api/v1/",
+        flush=True,
+    )
+    await _until_stopped(runner)
+
+
+async def demo(args: argparse.Namespace) -> None:
+    sim = Simulator(seed=args.seed)
+    builds = [
+        sim.create_build(6),
+        sim.create_build(9, fail=["demo"]),
+        sim.create_build(5, delegate=["demo"]),
+    ]
+    sim_runner = await _listen(create_simulator_app(sim, tick=1.5, keep_active=4), "127.0.0.1", 0)
+    upstream = f"http://127.0.0.1:{_bound_port(sim_runner)}"
+    settings = _settings(args, upstream)
+    runner = await _listen(create_app(settings), settings.host, settings.port)
+    base = f"http://{settings.host}:{_bound_port(runner)}"
+    print(
+        f"Buildcast demo: a simulated Build Graph Service at {upstream}, the gateway at {base}/",
+        "Open in a browser:",
+        f"  {base}/                 home: open a build, see the watched ones",
+        *(f"  {base}/builds/{build}" for build in builds),
+        f"Follow from a shell:  curl -N {base}/api/v1/builds/{builds[0]}/stream",
+        "Press Ctrl+C to stop.",
+        sep="\n",
+        flush=True,
+    )
+    await _until_stopped(runner, sim_runner)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
+    "serve": serve,
+    "demo": demo,
+    "simulate": simulate,
+}
+
+
+def _runner() -> asyncio.Runner:
+    """uvloop where it is installed (the default on Linux), plain asyncio elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        with _runner() as runner:
+            runner.run(COMMANDS[args.command](args))
+    except UsageError as exc:
+        print(f"buildcast {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

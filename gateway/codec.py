@@ -1,0 +1,55 @@
+"""Wire encodings of messages: the JSON clients receive and its SSE framing.
+
+The only importer of orjson. Each message is encoded once, when it is made;
+an SSE frame is built once per message and the same bytes go to every
+subscriber of that build.
+
+SSE framing risk: a CR or LF inside a field would end it early and let text
+inject fields of its own. `data` is compact JSON, which escapes every control
+character; `id` is a resume token of `[0-9a-z.]`; `event` is one of three
+fixed names. So no untrusted text can reach the frame unescaped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.resume import token
+
+if TYPE_CHECKING:
+    from gateway.messages import Message
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def _snapshot_prefix(build_id: str, seq: int) -> bytes:
+    return b'{"type":"snapshot","buildId":%b,"seq":%d,"view":' % (orjson.dumps(build_id), seq)
+
+
+def encode_snapshot(build_id: str, seq: int, view: dict[str, Any]) -> bytes:
+    """`{"type":"snapshot",...,"view":VIEW}`, laid out so the view can be sliced back out."""
+    return _snapshot_prefix(build_id, seq) + orjson.dumps(view) + b"}"
+
+
+def snapshot_view(message: Message) -> bytes:
+    """The view's JSON inside a snapshot message, without decoding or re-encoding it."""
+    return message.data[len(_snapshot_prefix(message.build_id, message.seq)) : -1]
+
+
+def sse_retry(retry_ms: int) -> bytes:
+    return b"retry: %d\n\n" % retry_ms
+
+
+def sse_frame(message: Message) -> bytes:
+    at = token(message.build_id, message.position)
+    return b"id: %b\nevent: %b\ndata: %b\n\n" % (at.encode(), message.kind.encode(), message.data)

@@ -1,0 +1,42 @@
+"""PROTOCOL.md's JSON error bodies, and the translation of Buildcast errors to them."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from gateway import codec
+from gateway.errors import (
+    BuildcastError,
+    InvalidBuildId,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
+
+# PROTOCOL.md: 1 to 200 characters, no `/`, no whitespace, no control characters.
+_BUILD_ID = re.compile(r"[^/\s\x00-\x1f\x7f-\x9f]{1,200}")
+
+
+def check_build_id(build_id: str) -> str:
+    if not _BUILD_ID.fullmatch(build_id):
+        raise InvalidBuildId(
+            "a build id is 1 to 200 characters with no '/', whitespace or control characters"
+        )
+    return build_id
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    body = codec.dumps({"error": {"code": code, "message": message}})
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def from_error(exc: BuildcastError) -> web.Response:
+    if isinstance(exc, InvalidBuildId | UpstreamBadRequest):
+        return error_response(400, "invalid_build_id", str(exc))
+    if isinstance(exc, UpstreamNotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, UpstreamUnavailable):
+        return error_response(503, "upstream_unavailable", str(exc))
+    return error_response(500, "internal", "internal error")

@@ -1,0 +1,242 @@
+"""One poller per watched build: read the upstream, compute what changed, publish it.
+
+A poller is one task running one loop, so two polls of the same build can
+never overlap, however slow the upstream is: the next poll is scheduled only
+after the previous one ended.
+
+Upstream economy (UPSTREAM.md, "Load the upstream can take"): the build is read
+with its ETag; partition statuses are all read once, for the first snapshot,
+then only for the refs that new events mention, plus a slow background
+refresh of the partitions that are not final yet (a delegated partition
+changes without any event of this build). So a 1,000-partition build costs
+about one request per poll, not 1,001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from gateway import codec, messages
+from gateway.bus.base import Bus
+from gateway.diff import diff
+from gateway.errors import UpstreamBadRequest, UpstreamError, UpstreamNotFound, UpstreamUnavailable
+from gateway.messages import Message
+from gateway.models import (
+    TERMINAL_BUILD_STATUSES,
+    UNKNOWN_PARTITION,
+    BuildStatus,
+    View,
+    build_view,
+    partition_view,
+    partitions_from_events,
+)
+from gateway.resume import Position, new_epoch
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+FINAL_PARTITION_STATUSES = frozenset({"PartitionAvailable", "PartitionFailed"})
+
+
+class LostOwnership(Exception):
+    """The bus refused a publish: another poller now owns this build."""
+
+
+class Poller:
+    def __init__(
+        self, build_id: str, upstream: UpstreamClient, bus: Bus, settings: Settings
+    ) -> None:
+        self.build_id = build_id
+        self._upstream = upstream
+        self._bus = bus
+        self._settings = settings
+        self._limit = asyncio.Semaphore(settings.partition_concurrency)
+        self.view: View | None = None
+        self._epoch = new_epoch()
+        self._seq = 0
+        self._build: BuildStatus | None = None
+        self._etag: str | None = None
+        self._events_seen = 0
+        self._partitions: dict[str, dict[str, Any]] = {}
+        self._partition_etags: dict[str, str] = {}
+        self._refresh_queue: deque[str] = deque()
+        self._refresh_credit = 0.0
+        self._last_poll = time.monotonic()
+        self._outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def wait_ready(self) -> None:
+        """Return once a view exists; raise the error of the latest attempt if it failed."""
+        if self.view is None:
+            await asyncio.shield(self._outcome)
+
+    async def run(self) -> None:
+        """Poll until cancelled, or until the build is gone upstream."""
+        try:
+            await self._loop()
+        finally:
+            if not self._outcome.done():  # nobody may wait forever on a poller that ended
+                self._settle(UpstreamUnavailable(f"polling {self.build_id} stopped"))
+
+    async def _loop(self) -> None:
+        await self._resume()
+        failures = 0
+        while True:
+            try:
+                await self._poll()
+                failures = 0
+                self._settle(None)
+            except (UpstreamNotFound, UpstreamBadRequest) as exc:
+                await self._gone(exc)
+                return
+            except UpstreamUnavailable as exc:
+                failures += 1
+                log.warning("polling %s failed (%d in a row): %s", self.build_id, failures, exc)
+                await self._mark_stale()
+                self._settle(exc)
+            await asyncio.sleep(self._delay(failures))
+
+    async def _resume(self) -> None:
+        """Continue the stored sequence, if the bus has one: clients see no reset."""
+        latest = await self._bus.latest(self.build_id)
+        if latest is not None:
+            self._epoch, self._seq = latest.epoch, latest.seq
+            self.view = codec.loads(codec.snapshot_view(latest))
+
+    def _settle(self, error: UpstreamError | None) -> None:
+        """Resolve `wait_ready` with this attempt's outcome, while nobody has a view yet."""
+        if self._outcome.done():
+            if self.view is not None:
+                return
+            self._outcome = asyncio.get_running_loop().create_future()
+        if error is None:
+            self._outcome.set_result(None)
+        else:
+            self._outcome.set_exception(error)
+            self._outcome.exception()  # marked retrieved: every waiter may have left already
+
+    def _delay(self, failures: int) -> float:
+        status = self.view["status"] if self.view else None
+        interval: float = (
+            self._settings.poll_idle
+            if status in TERMINAL_BUILD_STATUSES
+            else self._settings.poll_active
+        )
+        if not failures:
+            return interval
+        backoff = min(self._settings.max_backoff, interval * 2.0 ** min(failures, 16))
+        return backoff * random.uniform(0.5, 1.0)  # jitter: pollers must not retry in step
+
+    async def _poll(self) -> None:
+        fetched = await self._upstream.build(self.build_id, etag=self._etag)
+        if fetched.body is not None:
+            self._build, self._etag = fetched.body, fetched.etag
+        build = self._build
+        if build is None:  # a 304 before any body: only if the upstream ignores our missing ETag
+            raise UpstreamUnavailable(f"upstream sent 304 for {self.build_id} without a body")
+        await self._refresh_partitions(self._refs_to_read(build))
+        derived = partitions_from_events(build)
+        partitions = {
+            ref: _newest(self._partitions.get(ref), derived.get(ref)) or UNKNOWN_PARTITION
+            for ref in build.requested_partitions
+        }
+        await self._publish(build_view(build, partitions, seq=self._seq + 1, stale=False))
+
+    def _refs_to_read(self, build: BuildStatus) -> list[str]:
+        requested = build.requested_partitions
+        if not self._partitions:
+            self._events_seen = len(build.events)
+            return list(requested)
+        wanted = set(requested)
+        new_events = build.events[self._events_seen :]
+        self._events_seen = len(build.events)
+        refs = dict.fromkeys(ref for ref in _mentioned(new_events) if ref in wanted)
+        for ref in self._due_for_refresh(requested):
+            refs.setdefault(ref)
+        return list(refs)
+
+    def _due_for_refresh(self, requested: list[str]) -> list[str]:
+        """Refs whose background refresh is due: each unfinished one about once per period."""
+        now = time.monotonic()
+        elapsed, self._last_poll = now - self._last_poll, now
+        unfinished = [
+            ref
+            for ref in requested
+            if self._partitions.get(ref, UNKNOWN_PARTITION)["status"]
+            not in FINAL_PARTITION_STATUSES
+        ]
+        if not unfinished:
+            self._refresh_credit = 0.0
+            return []
+        self._refresh_credit += len(unfinished) * elapsed / self._settings.partition_refresh
+        due = min(int(self._refresh_credit), len(unfinished))
+        self._refresh_credit -= due
+        if len(self._refresh_queue) < due:
+            self._refresh_queue.extend(unfinished)
+        return [self._refresh_queue.popleft() for _ in range(due)]
+
+    async def _refresh_partitions(self, refs: list[str]) -> None:
+        await asyncio.gather(*(self._read_partition(ref) for ref in refs))
+
+    async def _read_partition(self, ref: str) -> None:
+        async with self._limit:
+            try:
+                fetched = await self._upstream.partition_status(
+                    ref, etag=self._partition_etags.get(ref)
+                )
+            except UpstreamError as exc:
+                # One partition's failure must not stall the build's view: its last
+                # known status (or the one its events imply) stays.
+                log.info("partition %s of %s not read: %s", ref, self.build_id, exc)
+                return
+        if fetched.body is not None:
+            self._partitions[ref] = partition_view(fetched.body)
+            if fetched.etag:
+                self._partition_etags[ref] = fetched.etag
+
+    async def _publish(self, view: View) -> None:
+        seq = self._seq + 1
+        changes = None if self.view is None else diff(self.view, view)
+        if changes == {}:
+            return
+        message: Message
+        if changes is None:
+            message = messages.snapshot(self.build_id, self._epoch, seq, view)
+        else:
+            message = messages.delta(self.build_id, self._epoch, seq, changes)
+        if not await self._bus.publish(message, view):
+            raise LostOwnership(self.build_id)
+        self.view, self._seq = view, seq
+
+    async def _mark_stale(self) -> None:
+        if self.view is not None and not self.view["stale"]:
+            await self._publish({**self.view, "seq": self._seq + 1, "stale": True})
+
+    async def _gone(self, exc: UpstreamError) -> None:
+        code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
+        log.info("stopped polling %s: %s", self.build_id, exc)
+        at = Position(self._epoch, self._seq)
+        await self._bus.publish(messages.error(self.build_id, at, code, str(exc)), None)
+        self._settle(exc)
+
+
+def _mentioned(events: Iterable[Any]) -> Iterable[str]:
+    """Partition refs named by events: a partition event's ref, a job's targets."""
+    for event in events:
+        if event.partition_ref is not None:
+            yield event.partition_ref
+        if event.job is not None:
+            yield from event.job.target_partitions
+
+
+def _newest(read: dict[str, Any] | None, implied: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fresher of a partition's read status and the one its events imply (read wins ties)."""
+    if read is None or implied is None:
+        return read or implied
+    return implied if (implied["updatedAtMs"] or 0) > (read["updatedAtMs"] or 0) else read

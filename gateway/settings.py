@@ -1,0 +1,47 @@
+"""Every tunable of the gateway, with its default, in one frozen object.
+
+The CLI (`gateway.cli`) is the one place that reads options and environment
+variables and builds a `Settings`; everything else receives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: str
+    redis: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The seed page's cadence: 2 s while a build runs, 10 s once it ended.
+    poll_active: float = 2.0
+    poll_idle: float = 10.0
+    # How long a poller outlives its last viewer: a page reload must not restart it.
+    grace: float = 30.0
+    # Each not-yet-final partition is re-read at least this often even when no
+    # event mentions it (delegated partitions change without this build's events).
+    partition_refresh: float = 60.0
+    # Upstream requests one poller may have in flight for partition statuses.
+    partition_concurrency: int = 8
+    upstream_timeout: float = 5.0
+    # Longest wait after an upstream failure, doubling from the poll interval.
+    max_backoff: float = 30.0
+    # An unknown build id is remembered this long, so a storm of requests for it
+    # costs the upstream one request, not one per request.
+    not_found_ttl: float = 5.0
+    # PROTOCOL.md: a heartbeat at least every 15 s.
+    heartbeat: float = 15.0
+    # The client's EventSource reconnect delay, sent once as `retry:`.
+    retry_ms: int = 2000
+    # Messages queued for one client before it counts as too slow and is cut off.
+    subscriber_buffer: int = 256
+    # A write that cannot finish in this time means a stalled client.
+    write_timeout: float = 10.0
+    # Messages per build kept for resume; older resumes get a snapshot.
+    history: int = 1000
+    web_root: Path = WEB_ROOT

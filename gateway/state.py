@@ -1,0 +1,25 @@
+"""The wired objects of one gateway process, kept on the app under one typed key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.bus.base import Bus
+from gateway.fanout import Fanout
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient
+from gateway.watch import Watches
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    settings: Settings
+    upstream: UpstreamClient
+    bus: Bus
+    fanout: Fanout
+    watches: Watches
+
+
+STATE = web.AppKey("state", GatewayState)

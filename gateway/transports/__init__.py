@@ -1,0 +1,1 @@
+"""How messages leave the gateway: one module per wire protocol."""

@@ -1,0 +1,103 @@
+"""The Bus contract of gateway/bus/base.py, run against every implementation.
+
+Each implementation joins `bus` below; the Redis one (fakeredis and a real
+redis-server, marked `integration`) joins with the scale-out issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway import codec, messages
+from gateway.bus import Bus, MemoryBus
+from gateway.messages import Message
+from gateway.resume import Position
+
+EPOCH = "e1"
+
+
+@pytest.fixture(params=["memory"])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    implementation = MemoryBus(history=5)
+    yield implementation
+    await implementation.close()
+
+
+def view(seq: int, status: str = "BuildRequestExecuting") -> dict[str, object]:
+    return {"buildId": "b", "seq": seq, "status": status, "partitions": {}, "events": []}
+
+
+async def publish_run(bus: Bus, build_id: str, count: int, epoch: str = EPOCH) -> list[Message]:
+    """A snapshot then deltas, as a poller publishes them."""
+    sent = [messages.snapshot(build_id, epoch, 1, view(1))]
+    sent += [
+        messages.delta(build_id, epoch, seq, {"status": f"S{seq}"}) for seq in range(2, count + 1)
+    ]
+    for message in sent:
+        assert await bus.publish(message, view(message.seq, f"S{message.seq}"))
+    return sent
+
+
+async def test_delivers_in_order_only_while_subscribed(bus: Bus) -> None:
+    got: list[Message] = []
+    await bus.start(got.append)
+    await bus.subscribe("b")
+    sent = await publish_run(bus, "b", 3)
+    await publish_run(bus, "other", 2)
+    await bus.unsubscribe("b")
+    later = messages.delta("b", EPOCH, 4, {"status": "late"})
+    assert await bus.publish(later, view(4))
+    assert [m.seq for m in got] == [1, 2, 3]
+    assert got == sent
+
+
+async def test_latest_is_a_snapshot_of_the_newest_view(bus: Bus) -> None:
+    await bus.start(lambda m: None)
+    assert await bus.latest("b") is None
+    await publish_run(bus, "b", 3)
+    latest = await bus.latest("b")
+    assert latest is not None
+    assert (latest.kind, latest.epoch, latest.seq) == (messages.Kind.SNAPSHOT, EPOCH, 3)
+    assert codec.loads(codec.snapshot_view(latest))["status"] == "S3"
+
+
+async def test_history_resumes_or_says_it_cannot(bus: Bus) -> None:
+    await bus.start(lambda m: None)
+    sent = await publish_run(bus, "b", 8)  # history keeps 5: seqs 4..8
+    assert await bus.history("b", Position(EPOCH, 5)) == sent[5:]
+    assert await bus.history("b", Position(EPOCH, 3)) == sent[3:]
+    assert await bus.history("b", Position(EPOCH, 8)) == []
+    assert await bus.history("b", Position(EPOCH, 2)) is None, "older than kept"
+    assert await bus.history("b", Position(EPOCH, 9)) is None, "ahead of the build"
+    assert await bus.history("b", Position("other", 5)) is None, "another epoch"
+    assert await bus.history("nobody", Position(EPOCH, 0)) is None
+
+
+async def test_publish_is_fenced_to_the_next_seq(bus: Bus) -> None:
+    await bus.start(lambda m: None)
+    await publish_run(bus, "b", 2)
+    assert not await bus.publish(messages.delta("b", EPOCH, 2, {}), view(2)), "a repeated seq"
+    assert not await bus.publish(messages.delta("b", EPOCH, 4, {}), view(4)), "a skipped seq"
+    assert not await bus.publish(messages.delta("b", "e2", 3, {}), view(3)), (
+        "a delta in a new epoch"
+    )
+    assert await bus.publish(messages.snapshot("b", EPOCH, 3, view(3)), view(3)), (
+        "a snapshot in sequence"
+    )
+    assert await bus.publish(messages.snapshot("b", "e2", 1, view(1)), view(1)), "a new epoch"
+    latest = await bus.latest("b")
+    assert latest is not None and (latest.epoch, latest.seq) == ("e2", 1)
+    assert await bus.history("b", Position(EPOCH, 2)) is None
+
+
+async def test_errors_are_delivered_but_not_kept(bus: Bus) -> None:
+    got: list[Message] = []
+    await bus.start(got.append)
+    await bus.subscribe("b")
+    await publish_run(bus, "b", 2)
+    error = messages.error("b", Position(EPOCH, 2), "not_found", "gone")
+    assert await bus.publish(error, None)
+    assert got[-1] == error
+    assert await bus.history("b", Position(EPOCH, 2)) == []

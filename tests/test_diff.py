@@ -1,0 +1,114 @@
+"""Snapshot + deltas, applied in order as a client does, equal the latest view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.diff import apply, diff
+from gateway.models import BuildStatus, build_view
+
+REFS = ["reviews/date=2026-11-27", "podcasts/date=2026-11-27", "a b/c=%41/é"]
+STATUSES = ["BuildRequestPlanning", "BUILD_REQUEST_EXECUTING", "Completed", "SomethingNew"]
+PARTITION_STATUSES = ["PartitionBuilding", "PartitionAvailable", "PartitionDelegated", None]
+BIG = 2**62
+
+
+def event(n: int, mutated: bool = False) -> dict[str, Any]:
+    return {
+        "event_id": f"ev-{n}",
+        "timestamp": BIG + n,
+        "event_type": "JobEvent",
+        "message": "rewritten" if mutated else f"event {n}",
+        "job": {
+            "job_run_id": f"jr-{n}",
+            "status": "JobRunning",
+            "log_lines": ["<b>x</b>"] * (n % 3),
+        },
+    }
+
+
+@st.composite
+def upstream_states(draw: st.DrawFn) -> list[tuple[dict[str, Any], dict[str, Any], bool]]:
+    """A build's successive upstream states: mostly appends, sometimes rewrites."""
+    states = []
+    events: list[dict[str, Any]] = []
+    refs = list(REFS[:2])
+    for _ in range(draw(st.integers(1, 12))):
+        events = [*events, *(event(len(events) + i) for i in range(draw(st.integers(0, 3))))]
+        if events and draw(st.integers(0, 9)) == 0:
+            events = [*events[:-1], event(len(events) - 1, mutated=True)]
+        if draw(st.integers(0, 9)) == 0:
+            refs = draw(st.permutations(REFS))[: draw(st.integers(1, 3))]
+        build = {
+            "build_request_id": "br-1",
+            "status": draw(st.sampled_from(STATUSES)),
+            "requested_partitions": [{"str": r} for r in refs],
+            "created_at": BIG,
+            "updated_at": BIG + draw(st.integers(0, 10**12)),
+            "events": events,
+        }
+        partitions = {
+            ref: {"status": s, "updatedAtMs": draw(st.integers(0, 10**13)), "delegatedTo": None}
+            for ref in refs
+            if (s := draw(st.sampled_from(PARTITION_STATUSES))) is not None
+        }
+        states.append((build, partitions, draw(st.booleans())))
+    return states
+
+
+@settings(max_examples=300, deadline=None)
+@given(upstream_states())
+def test_snapshot_plus_deltas_equals_latest_view(states: list[Any]) -> None:
+    published: dict[str, Any] | None = None
+    client: dict[str, Any] | None = None
+    seq = 0
+    for build, partitions, stale in states:
+        view = build_view(BuildStatus.model_validate(build), partitions, seq=seq + 1, stale=stale)
+        changes = None if published is None else diff(published, view)
+        if changes == {}:
+            continue
+        seq += 1
+        if changes is None:
+            client = orjson.loads(orjson.dumps(view))  # what a snapshot carries on the wire
+        else:
+            assert client is not None
+            client = apply(client, seq, orjson.loads(orjson.dumps(changes)))
+        published = view
+    assert client == published
+
+
+def test_a_delta_holds_only_what_changed() -> None:
+    old = {
+        "seq": 1,
+        "status": "A",
+        "stale": False,
+        "partitions": {"p": {"s": 1}, "q": {"s": 1}},
+        "events": [{"eventId": "e1"}],
+    }
+    new = {
+        "seq": 2,
+        "status": "B",
+        "stale": False,
+        "partitions": {"p": {"s": 1}, "q": {"s": 2}},
+        "events": [{"eventId": "e1"}, {"eventId": "e2"}],
+    }
+    assert diff(old, new) == {
+        "status": "B",
+        "partitions": {"q": {"s": 2}},
+        "events": [{"eventId": "e2"}],
+    }
+    assert diff(new, {**new, "seq": 3}) == {}
+
+
+def test_rewritten_events_or_dropped_partitions_need_a_snapshot() -> None:
+    old = {
+        "seq": 1,
+        "partitions": {"p": {}, "q": {}},
+        "events": [{"eventId": "e1", "message": "a"}],
+    }
+    assert diff(old, {**old, "events": [{"eventId": "e1", "message": "b"}]}) is None
+    assert diff(old, {**old, "partitions": {"p": {}}}) is None

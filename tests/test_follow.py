@@ -1,0 +1,76 @@
+"""A client sees every delta in order, or a snapshot: never a duplicate, never a gap."""
+
+from __future__ import annotations
+
+from gateway import messages
+from gateway.bus import MemoryBus
+from gateway.follow import Follower
+from gateway.messages import Kind, Message
+from gateway.resume import Position, parse_token, token
+
+
+async def run(bus: MemoryBus, count: int, epoch: str = "e") -> list[Message]:
+    sent = [messages.snapshot("b", epoch, 1, {"seq": 1})]
+    sent += [messages.delta("b", epoch, s, {"n": s}) for s in range(2, count + 1)]
+    for message in sent:
+        assert await bus.publish(message, {"seq": message.seq})
+    return sent
+
+
+async def test_resume_from_the_middle_gets_the_missed_deltas() -> None:
+    bus = MemoryBus()
+    sent = await run(bus, 6)
+    follower = Follower(bus, "b")
+    assert await follower.catch_up(Position("e", 3)) == sent[3:]
+    assert follower.at == Position("e", 6)
+
+
+async def test_unknown_or_expired_position_gets_a_snapshot() -> None:
+    bus = MemoryBus(history=2)
+    await run(bus, 6)
+    for since in (None, Position("e", 1), Position("other", 3), Position("e", 99)):
+        follower = Follower(bus, "b")
+        [first] = await follower.catch_up(since)
+        assert (first.kind, first.seq) == (Kind.SNAPSHOT, 6)
+
+
+async def test_live_duplicates_are_dropped_and_gaps_repaired() -> None:
+    bus = MemoryBus()
+    sent = await run(bus, 3)
+    follower = Follower(bus, "b")
+    assert await follower.catch_up(Position("e", 2)) == sent[2:]
+    later = [messages.delta("b", "e", s, {"n": s}) for s in range(4, 9)]
+    for message in later:
+        assert await bus.publish(message, {"seq": message.seq})
+    # live: a duplicate (3), the next (4), then 7 (5 and 6 were lost on the way)
+    out = await follower.admit([sent[2], later[0], later[3]])
+    assert [m.seq for m in out] == [4, 5, 6, 7, 8]
+    assert await follower.admit([later[4]]) == [], "8 came with the repair"
+
+
+async def test_a_new_epoch_snapshot_replaces_the_old_sequence() -> None:
+    bus = MemoryBus()
+    await run(bus, 3)
+    follower = Follower(bus, "b")
+    await follower.catch_up(None)
+    fresh = messages.snapshot("b", "e2", 1, {"seq": 1})
+    assert await bus.publish(fresh, {"seq": 1})
+    assert await follower.admit([fresh]) == [fresh]
+    assert follower.at == Position("e2", 1)
+
+
+def test_tokens_name_their_build() -> None:
+    at = Position("ab12", 42)
+    assert parse_token("br-1", token("br-1", at)) == at
+    assert parse_token("br-2", token("br-1", at)) is None
+    for garbage in (
+        "",
+        "x",
+        "ab12.42",
+        "AB.1.x",
+        "ab12.-1." + token("br-1", at).split(".")[2],
+        "a.1.b.c",
+        "ab12.99999999999999999999.00000000",
+        "é.1.0",
+    ):
+        assert parse_token("br-1", garbage) is None
