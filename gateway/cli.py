@@ -66,6 +66,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
 def _url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -113,6 +122,14 @@ def parser() -> argparse.ArgumentParser:
     _add(simulate, "--seed", int, 7, "seed of the simulated builds")
     _add(simulate, "--tick", _positive, 1.5, "seconds between steps of every running build")
     _add(simulate, "--keep-active", int, 4, "running builds to keep alive (0: only those created)")
+    _add(simulate, "--spelling", _choice("snake", "camel"), "snake", "field names: snake or camel")
+    _add(
+        simulate,
+        "--enum-style",
+        _choice("prefixed", "screaming", "bare"),
+        "prefixed",
+        "enum values as deployed versions send them: prefixed, screaming or bare",
+    )
     return root
 
 
@@ -172,7 +189,13 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def simulate(args: argparse.Namespace) -> None:
     sim = Simulator(seed=args.seed)
-    app = create_simulator_app(sim, tick=args.tick, keep_active=args.keep_active)
+    app = create_simulator_app(
+        sim,
+        spelling=args.spelling,
+        enum_style=args.enum_style,
+        tick=args.tick,
+        keep_active=args.keep_active,
+    )
     runner = await _listen(app, args.host, args.port)
     print(
         f"simulated Build Graph Service on http://{args.host}:{_bound_port(runner)}/api/v1/",
@@ -183,10 +206,14 @@ async def simulate(args: argparse.Namespace) -> None:
 
 async def demo(args: argparse.Namespace) -> None:
     sim = Simulator(seed=args.seed)
+    showcase = [f"reviews/date=2026-11-27/region={region}" for region in ("eu", "us", "apac")]
+    showcase.append("podcasts/date=2026-11-27")
     builds = [
-        sim.create_build(6),
-        sim.create_build(9, fail=["demo"]),
-        sim.create_build(5, delegate=["demo"]),
+        # One build shows every case at once: a failing job, a delegated partition, a
+        # log line that would run script if a page rendered it as HTML.
+        sim.create_build(showcase, fail=[showcase[1]], delegate=[showcase[3]], hostile=True),
+        sim.create_demo_build(),
+        sim.create_demo_build(),
     ]
     sim_runner = await _listen(create_simulator_app(sim, tick=1.5, keep_active=4), "127.0.0.1", 0)
     upstream = f"http://127.0.0.1:{_bound_port(sim_runner)}"

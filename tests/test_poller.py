@@ -1,0 +1,105 @@
+"""The poller's cadence: grace period, no overlapping polls, stale state, unknown ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from gateway.simulator import Simulator
+from tests.conftest import StartGateway, Upstream
+from tests.sse import Viewer
+from tests.test_sse import stream_url
+
+
+async def build_requests(control: Upstream, build_id: str) -> int:
+    return int((await control.stats())["builds"].get(build_id, 0))
+
+
+async def test_polling_stops_after_the_grace_period(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    gateway = await start_gateway(grace=0.6)
+    build_id = sim.create_build(2)
+    await Viewer(session, stream_url(gateway, build_id)).follow(lambda view: True)
+    left = await build_requests(control, build_id)
+    await asyncio.sleep(0.4)
+    assert await build_requests(control, build_id) > left, "still polled within the grace period"
+    await asyncio.sleep(0.6)
+    stopped = await build_requests(control, build_id)
+    await asyncio.sleep(0.5)
+    assert await build_requests(control, build_id) == stopped, "no poll once the grace ended"
+    async with session.get(gateway.make_url("/api/v1/watched")) as response:
+        assert (await response.json())["builds"] == []
+
+
+async def test_a_slow_upstream_never_gets_overlapping_polls(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    build_id = sim.create_build(3)
+    await control.faults(delay=0.35)  # 3.5 times the poll interval
+    viewers = [Viewer(session, stream_url(gateway, build_id)) for _ in range(10)]
+    await asyncio.gather(*(v.follow(lambda view: True) for v in viewers))
+    await asyncio.sleep(1.5)
+    stats = await control.stats()
+    assert stats["max_concurrent"][build_id] == 1
+    assert 2 <= stats["builds"][build_id] <= 7, "paced by the slow answers, not piled up"
+
+
+async def test_an_upstream_outage_marks_the_view_stale_and_recovers(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    build_id = sim.create_build(2)
+    viewer = Viewer(session, stream_url(gateway, build_id))
+    await viewer.follow(lambda view: True)
+    await control.faults(status=503)
+    await viewer.follow(lambda view: view["stale"], timeout=5)
+    assert viewer.view is not None and viewer.view["status"] == "BuildRequestReceived", (
+        "last good state kept"
+    )
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}")) as response:
+        assert (await response.json())["stale"] is True
+    await control.clear_faults()
+    sim.advance(build_id)
+    await viewer.follow(
+        lambda view: not view["stale"] and view["status"] != "BuildRequestReceived", timeout=40
+    )
+    assert viewer.gaps == []
+
+
+async def test_first_look_during_an_outage_answers_503(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    build_id = sim.create_build(2)
+    await control.faults(status=500)
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}/stream")) as response:
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "upstream_unavailable"
+
+
+async def test_a_storm_of_unknown_ids_costs_one_upstream_request(
+    gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    async def ask() -> int:
+        async with session.get(gateway.make_url("/api/v1/builds/br-nope/stream")) as response:
+            return response.status
+
+    assert await asyncio.gather(*(ask() for _ in range(50))) == [404] * 50
+    assert await ask() == 404
+    assert (await control.stats())["builds"].get("br-nope") == 1
+
+
+async def test_partitions_are_read_when_events_mention_them_not_every_poll(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    build_id = sim.create_build(200)
+    await control.reset()
+    viewer = Viewer(session, stream_url(gateway, build_id))
+    await viewer.follow(lambda view: True)
+    first = await control.stats()
+    assert first["endpoints"]["partition_status"] == 200, "all of them for the first snapshot"
+    await asyncio.sleep(1.0)  # about ten polls with no change upstream
+    quiet = await control.stats()
+    assert quiet["endpoints"]["build"] >= first["endpoints"]["build"] + 5
+    assert quiet["endpoints"]["partition_status"] - 200 < 20, "only the slow background refresh"

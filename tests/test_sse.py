@@ -1,0 +1,152 @@
+"""The SSE stream end to end: simulator -> poller -> bus -> fan-out -> SSE -> viewers."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.simulator import Simulator
+from tests.conftest import raw_url
+from tests.sse import Viewer, ended, events
+
+
+def stream_url(gateway: TestServer, build_id: str) -> str:
+    return str(gateway.make_url(f"/api/v1/builds/{build_id}/stream"))
+
+
+async def drive(sim: Simulator, build_id: str, every: float = 0.05) -> None:
+    """Advance a simulated build to its end, one visible step at a time."""
+    while True:
+        await asyncio.sleep(every)
+        sim.advance(build_id)
+        if sim.build_json(build_id)["status"] in ("BuildRequestCompleted", "BuildRequestFailed"):
+            return
+
+
+async def test_viewers_converge_to_the_upstream_with_contiguous_seqs(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    build_id = sim.create_build(4, fail=[], delegate=[])
+    viewers = [Viewer(session, stream_url(gateway, build_id)) for _ in range(5)]
+    driver = asyncio.create_task(drive(sim, build_id))
+    await asyncio.gather(*(viewer.follow(ended) for viewer in viewers))
+    await driver
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}")) as response:
+        current = await response.json()
+    for viewer in viewers:
+        assert viewer.gaps == []
+        assert viewer.messages[0].event == "snapshot"
+        assert viewer.view is not None
+        assert (
+            viewer.view["status"] == sim.build_json(build_id)["status"] == "BuildRequestCompleted"
+        )
+        assert viewer.view == current | {"seq": viewer.view["seq"]}
+    upstream_states = {
+        ref: sim.partition_status_json(ref)["status"] for ref in current["partitions"]
+    }
+    assert {ref: p["status"] for ref, p in current["partitions"].items()} == upstream_states
+
+
+async def test_resume_from_the_middle_gets_the_missed_deltas(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    build_id = sim.create_build(3)
+    viewer = Viewer(session, stream_url(gateway, build_id))
+    driver = asyncio.create_task(drive(sim, build_id, every=0.1))
+    await viewer.follow(lambda view: view["seq"] >= 3)
+    middle = viewer.messages[1]  # the delta at seq 2
+    assert middle.event == "delta"
+    await driver
+    async with session.get(viewer.url, headers={"Last-Event-ID": middle.id or ""}) as response:
+        first = await anext(events(response))
+    assert (first.event, first.data["seq"]) == ("delta", 3), "resumes right after seq 2"
+    # Replaying everything from the start, then the resumed tail, gives the final view.
+    full = Viewer(session, viewer.url)
+    await full.follow(ended)
+    replay = Viewer(session, viewer.url)
+    for message in viewer.messages[:2]:
+        replay.take(message)
+    replay.last_id = middle.id
+    await replay.follow(ended)
+    assert replay.gaps == []
+    assert replay.view == full.view
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_a_foreign_or_garbage_id_gets_a_snapshot(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, how: str
+) -> None:
+    build_id, other = sim.create_build(2), sim.create_build(2)
+    first_of_other = Viewer(session, stream_url(gateway, other))
+    await first_of_other.follow(lambda view: True)
+    for token in ("garbage", "1.2.3", first_of_other.last_id or ""):
+        headers = {"Last-Event-ID": token} if how == "header" else {}
+        params = {"lastEventId": token} if how == "query" else {}
+        async with session.get(
+            stream_url(gateway, build_id), headers=headers, params=params
+        ) as response:
+            first = await anext(events(response))
+        assert first.event == "snapshot"
+        assert first.data["buildId"] == build_id
+
+
+async def test_stream_headers_retry_and_heartbeat(
+    sim: Simulator, start_gateway: object, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(heartbeat=0.2)  # type: ignore[operator]
+    build_id = sim.create_build(2)
+    async with session.get(stream_url(gateway, build_id)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        lines: list[bytes] = []
+        with suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                async for line in response.content:
+                    lines.append(line)
+    assert lines[0].startswith(b"retry: ")
+    assert b": heartbeat\n" in lines
+    frame = [line for line in lines if line.startswith((b"id: ", b"event: ", b"data: "))][:3]
+    assert [line.split(b":")[0] for line in frame] == [b"id", b"event", b"data"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/api/v1/builds/br-does-not-exist/stream", 404, "not_found"),
+        ("/api/v1/builds/br-does-not-exist", 404, "not_found"),
+        ("/api/v1/builds/a%20b/stream", 400, "invalid_build_id"),
+        ("/api/v1/builds/a%2Fb/stream", 400, "invalid_build_id"),
+        ("/api/v1/builds/a%07b", 400, "invalid_build_id"),
+        (f"/api/v1/builds/{'x' * 201}/stream", 400, "invalid_build_id"),
+        ("/api/v1/nothing-here", 404, "not_found"),
+    ],
+)
+async def test_bad_ids_are_refused_before_any_stream(
+    gateway: TestServer, session: aiohttp.ClientSession, path: str, status: int, code: str
+) -> None:
+    async with session.get(raw_url(gateway, path)) as response:
+        assert response.status == status
+        assert response.content_type == "application/json"
+        body = await response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+async def test_the_rest_view_matches_the_stream(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    build_id = sim.create_build(["tricky/ref=%41 é", "plain"])
+    sim.advance(build_id, 3)
+    viewer = Viewer(session, stream_url(gateway, build_id))
+    await viewer.follow(lambda view: True)
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}")) as response:
+        view = await response.json()
+    assert view == viewer.view
+    assert view["requestedPartitions"] == ["tricky/ref=%41 é", "plain"]
+    assert isinstance(view["createdAtMs"], int) and view["createdAtMs"] > 1_600_000_000_000
