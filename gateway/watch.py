@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.bus.base import Bus
-from gateway.errors import UpstreamError, UpstreamNotFound
+from gateway.errors import UpstreamNotFound
 from gateway.poller import Poller
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
+
+MAX_MISSING = 10_000
+"""Unknown build ids remembered at once; the oldest are forgotten first."""
 
 
 @dataclass(eq=False, slots=True)
@@ -42,7 +45,7 @@ class Watches:
         self._upstream = upstream
         self._bus = bus
         self._watches: dict[str, Watch] = {}
-        self._missing: dict[str, tuple[float, UpstreamError]] = {}
+        self._missing: dict[str, tuple[float, UpstreamNotFound]] = {}
 
     @contextlib.asynccontextmanager
     async def watching(self, build_id: str) -> AsyncIterator[Watch]:
@@ -68,12 +71,20 @@ class Watches:
             watch.grace = None
         try:
             await watch.poller.wait_ready()
-        except UpstreamError as exc:
+        except BaseException as exc:  # a client that leaves while waiting releases too
             self._release(build_id, watch)
             if isinstance(exc, UpstreamNotFound):
-                self._missing[build_id] = (time.monotonic() + self._settings.not_found_ttl, exc)
+                self._remember_missing(build_id, exc)
             raise
         return watch
+
+    def _remember_missing(self, build_id: str, exc: UpstreamNotFound) -> None:
+        now = time.monotonic()
+        if len(self._missing) >= MAX_MISSING:  # a storm of distinct ids must not grow memory
+            self._missing = {k: v for k, v in self._missing.items() if v[0] > now}
+            while len(self._missing) >= MAX_MISSING:
+                del self._missing[next(iter(self._missing))]
+        self._missing[build_id] = (now + self._settings.not_found_ttl, exc)
 
     def _start(self, build_id: str) -> Watch:
         poller = Poller(build_id, self._upstream, self._bus, self._settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 
 import aiohttp
 from aiohttp.test_utils import TestServer
@@ -103,3 +104,18 @@ async def test_partitions_are_read_when_events_mention_them_not_every_poll(
     quiet = await control.stats()
     assert quiet["endpoints"]["build"] >= first["endpoints"]["build"] + 5
     assert quiet["endpoints"]["partition_status"] - 200 < 20, "only the slow background refresh"
+
+
+async def test_a_client_that_leaves_during_the_first_look_releases_the_build(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    gateway = await start_gateway(grace=0.3)
+    build_id = sim.create_build(2)
+    await control.faults(delay=0.8, count=1)
+    with suppress(TimeoutError):
+        async with asyncio.timeout(0.2), session.get(stream_url(gateway, build_id)) as response:
+            await response.read()
+    await asyncio.sleep(1.5)
+    settled = await build_requests(control, build_id)
+    await asyncio.sleep(0.5)
+    assert await build_requests(control, build_id) == settled, "nobody watches: no more polls"

@@ -37,8 +37,8 @@ async def stream(request: web.Request, state: GatewayState) -> web.StreamRespons
         subscriber = Subscriber(
             build_id, state.settings.subscriber_buffer, lambda: _cut_off(request)
         )
-        await state.fanout.attach(subscriber)
         try:
+            await state.fanout.attach(subscriber)
             follower = Follower(state.bus, build_id)
             first = await follower.catch_up(parse_token(build_id, since))
             await response.prepare(request)
