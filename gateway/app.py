@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[STATE] = GatewayState(settings, upstream, bus, fanout, watches)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_end_streams)
     page = _page(settings)
     app.add_routes(
         [
@@ -57,6 +58,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.watches.close()
     await state.bus.close()
     await state.upstream.aclose()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[STATE].fanout.close()
 
 
 @web.middleware

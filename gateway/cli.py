@@ -148,7 +148,8 @@ def _settings(args: argparse.Namespace, upstream: str) -> Settings:
 async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
     # handler_cancellation: a client that goes away ends its stream's handler at once,
     # so its subscriber and watch are released without waiting for the next write.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # shutdown_timeout: streams end on shutdown by themselves; this bounds anything else.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request is noise
     try:
         with _runner() as runner:
             runner.run(COMMANDS[args.command](args))

@@ -27,13 +27,14 @@ log = logging.getLogger(__name__)
 class Subscriber:
     """One client's queue for one build: written by the fan-out, drained by its transport."""
 
-    __slots__ = ("build_id", "limit", "on_overflow", "overflowed", "pending", "wakeup")
+    __slots__ = ("build_id", "closed", "limit", "on_overflow", "overflowed", "pending", "wakeup")
 
     def __init__(self, build_id: str, limit: int, on_overflow: Callable[[], None]) -> None:
         self.build_id = build_id
         self.limit = limit
         self.on_overflow = on_overflow
         self.overflowed = False
+        self.closed = False  # the server is shutting down: end the stream, the client reconnects
         self.pending: deque[Message] = deque()
         self.wakeup = asyncio.Event()
 
@@ -88,6 +89,13 @@ class Fanout:
         if not subscribers:
             del self._subscribers[subscriber.build_id]
             await self._bus.unsubscribe(subscriber.build_id)
+
+    def close(self) -> None:
+        """End every local stream, so a shutdown does not wait for clients to leave."""
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                subscriber.closed = True
+                subscriber.wakeup.set()
 
     def viewers(self, build_id: str) -> int:
         return len(self._subscribers.get(build_id, ()))

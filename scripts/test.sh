@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 if ! command -v chromium >/dev/null 2>&1; then
     step "installing Debian's chromium (browser tests)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 step "installing buildcast and its test dependencies into .venv"

@@ -28,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @contextmanager
-def running(*args: str, ready: str) -> Iterator[list[str]]:
+def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """A buildcast process's output up to its line holding `ready`; then Ctrl+C."""
     process = subprocess.Popen(
         [*BUILDCAST, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -40,7 +40,7 @@ def running(*args: str, ready: str) -> Iterator[list[str]]:
             line = process.stdout.readline()
             assert line, "exited before it was ready"
             lines.append(line.rstrip("\n"))
-        yield lines
+        yield process, lines
     finally:
         process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=15)
@@ -77,7 +77,7 @@ def test_a_taken_port_is_one_clear_line() -> None:
 
 
 def test_the_demo_prints_where_to_point_a_browser_and_serves_it() -> None:
-    with running("demo", "--port", "0", ready="Ctrl+C") as lines:
+    with running("demo", "--port", "0", ready="Ctrl+C") as (_, lines):
         urls = [line.split()[0] for line in lines if line.strip().startswith("http://")]
         home, *builds = urls
         assert len(builds) == 3
@@ -91,9 +91,19 @@ def test_the_demo_prints_where_to_point_a_browser_and_serves_it() -> None:
         assert build_id in [b["buildId"] for b in watched]
 
 
+def test_a_shutdown_ends_open_streams_cleanly() -> None:
+    with running("demo", "--port", "0", ready="Ctrl+C") as (process, lines):
+        url = next(line.split()[-1] for line in lines if "curl -N" in line)
+        with httpx.stream("GET", url, timeout=20) as response:
+            chunks = response.iter_bytes()
+            assert b"event: snapshot" in next(chunks)
+            process.send_signal(signal.SIGINT)
+            b"".join(chunks)  # the body ends as a response does: no reset, no hang
+
+
 def test_simulate_serves_the_spelling_it_is_told() -> None:
     args = ["--port", "0", "--spelling", "camel", "--enum-style", "screaming"]
-    with running("simulate", *args, ready="http://") as lines:
+    with running("simulate", *args, ready="http://") as (_, lines):
         base = re.search(r"http://\S+?/api/v1/", lines[-1])
         assert base is not None
         root = base.group(0).removesuffix("/api/v1/")

@@ -150,3 +150,10 @@ async def test_the_rest_view_matches_the_stream(
     assert view == viewer.view
     assert view["requestedPartitions"] == ["tricky/ref=%41 é", "plain"]
     assert isinstance(view["createdAtMs"], int) and view["createdAtMs"] > 1_600_000_000_000
+
+
+async def test_health_and_readiness(gateway: TestServer, session: aiohttp.ClientSession) -> None:
+    for path, status in (("/healthz", "ok"), ("/readyz", "ready")):
+        async with session.get(gateway.make_url(path)) as response:
+            assert response.status == 200
+            assert (await response.json())["status"] == status

@@ -57,7 +57,7 @@ async def _send(
     batch: list[Message],
     settings: Settings,
 ) -> None:
-    """Write until the client leaves, falls too far behind, or the build is gone."""
+    """Write until the client leaves, falls too far behind, the build is gone or we shut down."""
     pending = codec.sse_retry(settings.retry_ms) + _frames(batch)
     while True:
         if pending:
@@ -67,7 +67,7 @@ async def _send(
             except TimeoutError:
                 _cut_off(request)
                 return
-        if subscriber.overflowed or _ended(batch):
+        if subscriber.overflowed or subscriber.closed or _ended(batch):
             return
         if subscriber.pending:
             batch = await follower.admit(subscriber.take())
