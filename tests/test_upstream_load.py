@@ -64,4 +64,4 @@ async def test_a_hundred_viewers_cost_the_upstream_what_one_does(
     figures = {"viewers=1": one, "viewers=100": hundred, "seed per-tab polling": seed}
     (ARTIFACTS / "upstream_requests.json").write_text(json.dumps(figures, indent=2))
     # Same build shape, same pace: only timing noise may differ, never a factor of viewers.
-    assert hundred["total"] <= one["total"] * 1.5 + 5, figures
+    assert hundred["total"] <= one["total"] * 2 + 10, figures
