@@ -28,7 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(settings: Settings) -> web.Application:
     upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
-    bus = MemoryBus(history=settings.history)
+    bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
     fanout = Fanout(bus)
     watches = Watches(settings, upstream, bus)
     app = web.Application(middlewares=[errors_as_json])
@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> web.Application:
             web.get("/", page("index.html")),
             web.get("/builds/{build_id}", page("build.html")),
             web.get("/api/v1/builds/{build_id}", build_view),
-            web.get("/api/v1/builds/{build_id}/stream", build_stream),
+            web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
             web.get("/api/v1/watched", watched),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

@@ -77,9 +77,11 @@ class Poller:
             await asyncio.shield(self._outcome)
 
     async def run(self) -> None:
-        """Poll until cancelled, or until the build is gone upstream."""
+        """Poll until cancelled, the build is gone upstream, or another poller owns it."""
         try:
             await self._loop()
+        except LostOwnership:
+            log.warning("%s is polled elsewhere now: this poller stops", self.build_id)
         finally:
             if not self._outcome.done():  # nobody may wait forever on a poller that ended
                 self._settle(UpstreamUnavailable(f"polling {self.build_id} stopped"))
@@ -211,8 +213,27 @@ class Poller:
         else:
             message = messages.delta(self.build_id, self._epoch, seq, changes)
         if not await self._bus.publish(message, view):
-            raise LostOwnership(self.build_id)
+            await self._restart_sequence(view)
+            return
         self.view, self._seq = view, seq
+
+    async def _restart_sequence(self, view: View) -> None:
+        """After a refused publish: a new epoch if the bus lost the build, else give up.
+
+        A bus that forgot the build (restarted empty, or evicted it) has no sequence
+        to continue: the poller starts a new one with a snapshot, and every client
+        resynchronises on it. A bus that holds another position means another
+        poller owns the build.
+        """
+        if await self._bus.latest(self.build_id) is not None:
+            raise LostOwnership(self.build_id)
+        log.warning("the bus lost %s's history: starting a new sequence", self.build_id)
+        self._epoch, view = new_epoch(), {**view, "seq": 1}
+        if not await self._bus.publish(
+            messages.snapshot(self.build_id, self._epoch, 1, view), view
+        ):
+            raise LostOwnership(self.build_id)
+        self.view, self._seq = view, 1
 
     async def _mark_stale(self) -> None:
         if self.view is not None and not self.view["stale"]:

@@ -44,4 +44,6 @@ class Settings:
     write_timeout: float = 10.0
     # Messages per build kept for resume; older resumes get a snapshot.
     history: int = 1000
+    # Builds whose state the in-process bus keeps, the least recently changed forgotten first.
+    retained_builds: int = 10_000
     web_root: Path = WEB_ROOT

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.simulator import Simulator
-from tests.conftest import raw_url
+from tests.conftest import StartGateway, raw_url
 from tests.sse import Viewer, ended, events
 
 
@@ -157,3 +157,20 @@ async def test_health_and_readiness(gateway: TestServer, session: aiohttp.Client
         async with session.get(gateway.make_url(path)) as response:
             assert response.status == 200
             assert (await response.json())["status"] == status
+
+
+async def test_viewers_converge_when_the_bus_forgets_builds(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """A bus that loses a build's history (here: it keeps only one build) costs a new
+    epoch and fresh snapshots, never a stuck poller or a wrong view."""
+    gateway = await start_gateway(retained_builds=1)
+    builds = [sim.create_build(3), sim.create_build(3)]
+    viewers = [Viewer(session, stream_url(gateway, b)) for b in builds]
+    drivers = [asyncio.create_task(drive(sim, b)) for b in builds]
+    await asyncio.gather(*(v.follow(ended) for v in viewers), *drivers)
+    for build_id, viewer in zip(builds, viewers, strict=True):
+        assert viewer.view is not None
+        assert viewer.view["status"] == sim.build_json(build_id)["status"]
+        snapshots = [m for m in viewer.messages if m.event == "snapshot"]
+        assert len(snapshots) > 1, "the forgotten sequence was restarted with a snapshot"
