@@ -207,16 +207,20 @@ async def simulate(args: argparse.Namespace) -> None:
 
 async def demo(args: argparse.Namespace) -> None:
     sim = Simulator(seed=args.seed)
-    showcase = [f"reviews/date=2026-11-27/region={region}" for region in ("eu", "us", "apac")]
-    showcase.append("podcasts/date=2026-11-27")
+    # Datasets of their own: the lively builds' refs must not overwrite these statuses.
+    showcase = [f"playlists/date=2026-11-27/region={region}" for region in ("eu", "us", "apac")]
+    showcase.append("top-charts/date=2026-11-27")
     builds = [
         # One build shows every case at once: a failing job, a delegated partition, a
         # log line that would run script if a page rendered it as HTML.
-        sim.create_build(showcase, fail=[showcase[1]], delegate=[showcase[3]], hostile=True),
+        sim.create_build(
+            showcase, fail=[showcase[1]], delegate=[showcase[3]], hostile=True, log_lines=25
+        ),
         sim.create_demo_build(),
         sim.create_demo_build(),
     ]
-    sim_runner = await _listen(create_simulator_app(sim, tick=1.5, keep_active=4), "127.0.0.1", 0)
+    # A step every 2 s: slow enough to watch, and the showcase runs for about a minute.
+    sim_runner = await _listen(create_simulator_app(sim, tick=2.0, keep_active=4), "127.0.0.1", 0)
     upstream = f"http://127.0.0.1:{_bound_port(sim_runner)}"
     settings = _settings(args, upstream)
     runner = await _listen(create_app(settings), settings.host, settings.port)
