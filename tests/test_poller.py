@@ -119,3 +119,16 @@ async def test_a_client_that_leaves_during_the_first_look_releases_the_build(
     settled = await build_requests(control, build_id)
     await asyncio.sleep(0.5)
     assert await build_requests(control, build_id) == settled, "nobody watches: no more polls"
+
+
+async def test_an_ended_build_is_polled_at_the_idle_pace(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
+) -> None:
+    gateway = await start_gateway(poll_active=0.1, poll_idle=0.5)
+    build_id = sim.create_build(2)
+    sim.finish(build_id)
+    await Viewer(session, stream_url(gateway, build_id)).follow(lambda view: True)
+    before = await build_requests(control, build_id)
+    await asyncio.sleep(1.6)
+    polls = await build_requests(control, build_id) - before
+    assert 2 <= polls <= 5, f"{polls} polls in 1.6 s: the 0.1 s pace would make about 16"
