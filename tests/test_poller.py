@@ -124,7 +124,7 @@ async def test_a_client_that_leaves_during_the_first_look_releases_the_build(
 async def test_an_ended_build_is_polled_at_the_idle_pace(
     sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
 ) -> None:
-    gateway = await start_gateway(poll_active=0.1, poll_idle=0.5)
+    gateway = await start_gateway(poll_active=0.1, poll_idle=0.5, grace=10.0)
     build_id = sim.create_build(2)
     sim.finish(build_id)
     await Viewer(session, stream_url(gateway, build_id)).follow(lambda view: True)
