@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -35,11 +36,10 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = GatewayState(settings, upstream, bus, fanout, watches)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
-    page = _page(settings)
     app.add_routes(
         [
-            web.get("/", page("index.html")),
-            web.get("/builds/{build_id}", page("build.html")),
+            web.get("/", _page(settings.web_root / "index.html")),
+            web.get("/builds/{build_id}", _page(settings.web_root / "build.html")),
             web.get("/api/v1/builds/{build_id}", build_view),
             web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
             web.get("/api/v1/watched", watched),
@@ -80,14 +80,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(500, "internal", "internal error")
 
 
-def _page(settings: Settings) -> Callable[[str], Handler]:
-    def serve(name: str) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.FileResponse(settings.web_root / name, headers={"Cache-Control": "no-cache"})
+def _page(path: Path) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
-        return handler
-
-    return serve
+    return handler
 
 
 async def build_view(request: web.Request) -> web.Response:
