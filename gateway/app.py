@@ -15,7 +15,7 @@ from gateway import codec
 from gateway.bus import MemoryBus
 from gateway.errors import BuildcastError
 from gateway.fanout import Fanout
-from gateway.http_errors import check_build_id, error_response, from_error
+from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
 from gateway.transports import sse
@@ -73,8 +73,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return from_error(exc)
     except web.HTTPNotFound:
         return error_response(404, "not_found", f"no such path {request.path}")
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return from_http_error(exc)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")

@@ -40,3 +40,11 @@ def from_error(exc: BuildcastError) -> web.Response:
     if isinstance(exc, UpstreamUnavailable):
         return error_response(503, "upstream_unavailable", str(exc))
     return error_response(500, "internal", "internal error")
+
+
+def from_http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (405, 413, ...) in the same JSON form, their headers kept."""
+    response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    if allow := exc.headers.get("Allow"):
+        response.headers["Allow"] = allow
+    return response

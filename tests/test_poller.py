@@ -6,6 +6,7 @@ import asyncio
 from contextlib import suppress
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.simulator import Simulator
@@ -48,13 +49,23 @@ async def test_a_slow_upstream_never_gets_overlapping_polls(
     assert 2 <= stats["builds"][build_id] <= 7, "paced by the slow answers, not piled up"
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 503}, {"body": "<html>not json</html>"}, {"delay": 1.0}],
+    ids=["5xx", "garbage", "timeout"],
+)
 async def test_an_upstream_outage_marks_the_view_stale_and_recovers(
-    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
+    sim: Simulator,
+    start_gateway: StartGateway,
+    session: aiohttp.ClientSession,
+    control: Upstream,
+    fault: dict[str, object],
 ) -> None:
+    gateway = await start_gateway(upstream_timeout=0.3)
     build_id = sim.create_build(2)
     viewer = Viewer(session, stream_url(gateway, build_id))
     await viewer.follow(lambda view: True)
-    await control.faults(status=503)
+    await control.faults(**fault)
     await viewer.follow(lambda view: view["stale"], timeout=5)
     assert viewer.view is not None and viewer.view["status"] == "BuildRequestReceived", (
         "last good state kept"

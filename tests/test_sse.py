@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.simulator import Simulator
+from gateway.state import STATE
 from tests.conftest import StartGateway, raw_url
 from tests.sse import Viewer, ended, events
 
@@ -174,3 +175,26 @@ async def test_viewers_converge_when_the_bus_forgets_builds(
         assert viewer.view["status"] == sim.build_json(build_id)["status"]
         snapshots = [m for m in viewer.messages if m.event == "snapshot"]
         assert len(snapshots) > 1, "the forgotten sequence was restarted with a snapshot"
+
+
+async def test_other_http_errors_are_json_too(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(gateway.make_url(f"/api/v1/builds/{sim.create_build(1)}")) as response:
+        assert response.status == 405
+        assert "GET" in response.headers["Allow"]
+        assert (await response.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_bug_answers_json_500_without_a_traceback(
+    gateway: TestServer, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(gateway.app[STATE].watches, "watched", broken)
+    async with session.get(gateway.make_url("/api/v1/watched")) as response:
+        assert response.status == 500
+        body = await response.text()
+    assert "internal" in body
+    assert "secret" not in body and "Traceback" not in body
