@@ -42,7 +42,8 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
             lines.append(line.rstrip("\n"))
         yield process, lines
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=15)
         assert process.returncode == 0, errors
         assert "Traceback" not in errors
@@ -99,6 +100,7 @@ def test_a_shutdown_ends_open_streams_cleanly() -> None:
             assert b"event: snapshot" in next(chunks)
             process.send_signal(signal.SIGINT)
             b"".join(chunks)  # the body ends as a response does: no reset, no hang
+        process.wait(timeout=15)
 
 
 def test_simulate_serves_the_spelling_it_is_told() -> None:
