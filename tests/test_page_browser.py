@@ -101,3 +101,20 @@ async def test_unknown_and_invalid_ids_say_so(
 ) -> None:
     await page.goto(str(raw_url(gateway, f"/builds/{build_id}")))
     await expect(page.locator("#notice")).to_contain_text(says, timeout=5000)
+
+
+async def test_home_lists_watched_builds_and_opens_one_by_id(
+    sim: Simulator, gateway: TestServer, browser: Browser
+) -> None:
+    watched, other = sim.create_build(2), sim.create_build(2)
+    context = await browser.new_context()
+    build_page, home = await context.new_page(), await context.new_page()
+    await build_page.goto(str(gateway.make_url(f"/builds/{watched}")))
+    await expect(build_page.locator("#conn")).to_have_text("live")
+    await home.goto(str(gateway.make_url("/")))
+    row = home.locator("#watched tr", has_text=watched)
+    await expect(row).to_contain_text("BuildRequestReceived")
+    await home.fill("#build-id", other)
+    await home.click("button[type=submit]")
+    await expect(home.locator("#build-id")).to_have_text(other)
+    await context.close()
