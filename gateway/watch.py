@@ -45,7 +45,7 @@ class Watches:
         self._upstream = upstream
         self._bus = bus
         self._watches: dict[str, Watch] = {}
-        self._missing: dict[str, tuple[float, UpstreamNotFound]] = {}
+        self._missing: dict[str, tuple[float, str]] = {}  # build id -> (expiry, message)
 
     @contextlib.asynccontextmanager
     async def watching(self, build_id: str) -> AsyncIterator[Watch]:
@@ -54,13 +54,14 @@ class Watches:
         try:
             yield watch
         finally:
-            self._release(build_id, watch)
+            self._release(watch)
 
     async def _acquire(self, build_id: str) -> Watch:
         missing = self._missing.get(build_id)
         if missing is not None:
             if missing[0] > time.monotonic():
-                raise missing[1]
+                # A fresh exception each time: re-raising one would grow its traceback.
+                raise UpstreamNotFound(missing[1])
             del self._missing[build_id]
         watch = self._watches.get(build_id)
         if watch is None:
@@ -72,19 +73,19 @@ class Watches:
         try:
             await watch.poller.wait_ready()
         except BaseException as exc:  # a client that leaves while waiting releases too
-            self._release(build_id, watch)
+            self._release(watch)
             if isinstance(exc, UpstreamNotFound):
-                self._remember_missing(build_id, exc)
+                self._remember_missing(build_id, str(exc))
             raise
         return watch
 
-    def _remember_missing(self, build_id: str, exc: UpstreamNotFound) -> None:
+    def _remember_missing(self, build_id: str, message: str) -> None:
         now = time.monotonic()
         if len(self._missing) >= MAX_MISSING:  # a storm of distinct ids must not grow memory
             self._missing = {k: v for k, v in self._missing.items() if v[0] > now}
             while len(self._missing) >= MAX_MISSING:
                 del self._missing[next(iter(self._missing))]
-        self._missing[build_id] = (now + self._settings.not_found_ttl, exc)
+        self._missing[build_id] = (now + self._settings.not_found_ttl, message)
 
     def _start(self, build_id: str) -> Watch:
         poller = Poller(build_id, self._upstream, self._bus, self._settings)
@@ -94,7 +95,7 @@ class Watches:
         task.add_done_callback(lambda t: self._ended(build_id, watch, t))
         return watch
 
-    def _release(self, build_id: str, watch: Watch) -> None:
+    def _release(self, watch: Watch) -> None:
         watch.viewers -= 1
         if watch.viewers == 0 and not watch.task.done():
             loop = asyncio.get_running_loop()
