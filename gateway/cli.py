@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 
-log = logging.getLogger("buildcast")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class UsageError(Exception):
@@ -102,7 +102,8 @@ def _poll_options(parser: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="buildcast", description=__doc__.splitlines()[0])
-    _add(root, "--log-level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR")
+    level = _choice(*LOG_LEVELS)
+    _add(root, "--log-level", lambda text: level(text.upper()), "INFO", ", ".join(LOG_LEVELS))
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway")

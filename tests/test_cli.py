@@ -57,6 +57,7 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["serve", "--upstream", "http://x", "--port", "70000"], {}, "is not a TCP port"),
         (["serve"], {"BUILDCAST_UPSTREAM": "http://x", "BUILDCAST_POLL_ACTIVE": "-1"}, "positive"),
         (["simulate", "--enum-style", "loud"], {}, "is not one of"),
+        (["--log-level", "chatty", "simulate"], {}, "is not one of"),
     ],
 )
 def test_bad_options_give_one_clear_line(args: list[str], env: dict[str, str], says: str) -> None:
