@@ -20,7 +20,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from gateway import codec, messages
 from gateway.bus.base import Bus
@@ -30,7 +29,9 @@ from gateway.messages import Message
 from gateway.models import (
     TERMINAL_BUILD_STATUSES,
     UNKNOWN_PARTITION,
+    BuildEvent,
     BuildStatus,
+    PartitionState,
     View,
     build_view,
     partition_view,
@@ -42,7 +43,7 @@ from gateway.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-FINAL_PARTITION_STATUSES = frozenset({"PartitionAvailable", "PartitionFailed"})
+FINAL_PARTITION_STATUSES = frozenset({PartitionState.AVAILABLE, PartitionState.FAILED})
 
 
 class LostOwnership(Exception):
@@ -64,7 +65,7 @@ class Poller:
         self._build: BuildStatus | None = None
         self._etag: str | None = None
         self._events_seen = 0
-        self._partitions: dict[str, dict[str, Any]] = {}
+        self._partitions: dict[str, View] = {}
         self._partition_etags: dict[str, str] = {}
         self._refresh_queue: deque[str] = deque()
         self._refresh_credit = 0.0
@@ -203,7 +204,9 @@ class Poller:
                 self._partition_etags[ref] = fetched.etag
 
     async def _publish(self, view: View) -> None:
+        """Publish `view` as the build's next message: its seq is stamped here."""
         seq = self._seq + 1
+        view["seq"] = seq
         changes = None if self.view is None else diff(self.view, view)
         if changes == {}:
             return
@@ -237,7 +240,7 @@ class Poller:
 
     async def _mark_stale(self) -> None:
         if self.view is not None and not self.view["stale"]:
-            await self._publish({**self.view, "seq": self._seq + 1, "stale": True})
+            await self._publish({**self.view, "stale": True})
 
     async def _gone(self, exc: UpstreamError) -> None:
         code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
@@ -247,7 +250,7 @@ class Poller:
         self._settle(exc)
 
 
-def _mentioned(events: Iterable[Any]) -> Iterable[str]:
+def _mentioned(events: Iterable[BuildEvent]) -> Iterable[str]:
     """Partition refs named by events: a partition event's ref, a job's targets."""
     for event in events:
         if event.partition_ref is not None:
@@ -256,7 +259,7 @@ def _mentioned(events: Iterable[Any]) -> Iterable[str]:
             yield from event.job.target_partitions
 
 
-def _newest(read: dict[str, Any] | None, implied: dict[str, Any] | None) -> dict[str, Any] | None:
+def _newest(read: View | None, implied: View | None) -> View | None:
     """The fresher of a partition's read status and the one its events imply (read wins ties)."""
     if read is None or implied is None:
         return read or implied

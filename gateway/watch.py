@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.bus.base import Bus
 from gateway.errors import UpstreamNotFound
+from gateway.models import PartitionState
 from gateway.poller import Poller
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -135,7 +136,7 @@ def _summary(build_id: str, watch: Watch) -> dict[str, Any]:
         "viewers": watch.viewers,
         "partitions": {
             "total": len(statuses),
-            "available": statuses.count("PartitionAvailable"),
-            "failed": statuses.count("PartitionFailed"),
+            "available": statuses.count(PartitionState.AVAILABLE),
+            "failed": statuses.count(PartitionState.FAILED),
         },
     }
