@@ -82,6 +82,12 @@ def _url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a redis://, rediss:// or unix:// URL")
+    return text
+
+
 def _listen_options(parser: argparse.ArgumentParser, port: int) -> None:
     _add(parser, "--host", str, "127.0.0.1", "address to listen on")
     _add(parser, "--port", _port, port, "port to listen on")
@@ -108,8 +114,22 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway")
     _add(serve, "--upstream", _url, None, "base URL of the Build Graph Service")
+    _add(
+        serve,
+        "--redis",
+        _redis_url,
+        None,
+        "Redis (or one node of a Redis Cluster) shared by the replicas; none: one replica",
+    )
     _listen_options(serve, 8080)
     _poll_options(serve)
+    _add(
+        serve,
+        "--lease-ttl",
+        _positive,
+        5.0,
+        "seconds a dead replica's builds wait before another replica takes them over",
+    )
 
     demo = commands.add_parser(
         "demo", help="a simulated Build Graph Service and the gateway, in one process"
@@ -134,9 +154,10 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _settings(args: argparse.Namespace, upstream: str) -> Settings:
+def _settings(args: argparse.Namespace, upstream: str, **extra: Any) -> Settings:
     return Settings(
         upstream=upstream,
+        **extra,
         host=args.host,
         port=args.port,
         poll_active=args.poll_active,
@@ -179,7 +200,7 @@ async def _until_stopped(*runners: web.AppRunner) -> None:
 async def serve(args: argparse.Namespace) -> None:
     if not args.upstream:
         raise UsageError(f"--upstream (or {_env('--upstream')}) is required")
-    settings = _settings(args, args.upstream)
+    settings = _settings(args, args.upstream, redis=args.redis, lease_ttl=args.lease_ttl)
     runner = await _listen(create_app(settings), settings.host, settings.port)
     print(
         f"buildcast gateway on http://{settings.host}:{_bound_port(runner)}/ "

@@ -46,4 +46,11 @@ class Settings:
     history: int = 1000
     # Builds whose state the in-process bus keeps, the least recently changed forgotten first.
     retained_builds: int = 10_000
+    # Redis only: a poller's lease on its build. Another replica with viewers takes
+    # the build over within about this time after its owner died.
+    lease_ttl: float = 5.0
+    # Redis only: how long a build's stored state outlives its last poller.
+    retention: float = 86_400.0
+    # How long a viewer waits for the first view of a build before a 503.
+    first_view_timeout: float = 15.0
     web_root: Path = WEB_ROOT
