@@ -12,10 +12,13 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import codec
-from gateway.bus import MemoryBus
+from gateway.bus import Bus, MemoryBus
+from gateway.bus.redis import RedisBus
 from gateway.errors import BuildcastError
 from gateway.fanout import Fanout
 from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
+from gateway.lease import Lease, LocalLease, RedisLease, replica_name
+from gateway.redis_client import RedisConnection
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
 from gateway.transports import sse
@@ -24,16 +27,26 @@ from gateway.watch import Watches
 
 log = logging.getLogger(__name__)
 
+REDIS: web.AppKey[RedisConnection | None] = web.AppKey("redis")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.Application:
+    """The gateway; on `redis` (which it then owns and closes) when replicas share the work."""
     upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
-    bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
+    bus: Bus
+    lease: Lease
+    if redis is None:
+        bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
+        lease = LocalLease()
+    else:
+        bus = RedisBus(redis, history=settings.history, retention=settings.retention)
+        lease = RedisLease(redis, replica_name(), settings.lease_ttl)
     fanout = Fanout(bus)
-    watches = Watches(settings, upstream, bus)
+    watches = Watches(settings, upstream, bus, lease)
     app = web.Application(middlewares=[errors_as_json])
     app[STATE] = GatewayState(settings, upstream, bus, fanout, watches)
+    app[REDIS] = redis
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
     app.add_routes(
@@ -58,6 +71,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.watches.close()
     await state.bus.close()
     await state.upstream.aclose()
+    if (redis := app[REDIS]) is not None:
+        await redis.close()
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -104,7 +119,7 @@ async def build_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def watched(request: web.Request) -> web.Response:
-    builds = request.app[STATE].watches.watched()
+    builds = await request.app[STATE].watches.watched()
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
 
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.app import create_app
+from gateway.errors import BusUnavailable
+from gateway.redis_client import connect
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 
@@ -201,10 +203,17 @@ async def serve(args: argparse.Namespace) -> None:
     if not args.upstream:
         raise UsageError(f"--upstream (or {_env('--upstream')}) is required")
     settings = _settings(args, args.upstream, redis=args.redis, lease_ttl=args.lease_ttl)
-    runner = await _listen(create_app(settings), settings.host, settings.port)
+    redis = None
+    if settings.redis:
+        try:
+            redis = await connect(settings.redis)
+        except BusUnavailable as exc:
+            raise UsageError(str(exc)) from exc
+    runner = await _listen(create_app(settings, redis), settings.host, settings.port)
+    shared = f", sharing builds through {settings.redis}" if settings.redis else ""
     print(
         f"buildcast gateway on http://{settings.host}:{_bound_port(runner)}/ "
-        f"following {settings.upstream}",
+        f"following {settings.upstream}{shared}",
         flush=True,
     )
     await _until_stopped(runner)

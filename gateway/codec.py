@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.resume import token
+from gateway.resume import Position, token
 
 if TYPE_CHECKING:
     from gateway.messages import Message
@@ -38,7 +38,12 @@ def _snapshot_prefix(build_id: str, seq: int) -> bytes:
 
 def encode_snapshot(build_id: str, seq: int, view: dict[str, Any]) -> bytes:
     """`{"type":"snapshot",...,"view":VIEW}`, laid out so the view can be sliced back out."""
-    return _snapshot_prefix(build_id, seq) + orjson.dumps(view) + b"}"
+    return wrap_snapshot(build_id, seq, orjson.dumps(view))
+
+
+def wrap_snapshot(build_id: str, seq: int, view_json: bytes) -> bytes:
+    """A snapshot message around a view already encoded (a stored one): no re-encoding."""
+    return _snapshot_prefix(build_id, seq) + view_json + b"}"
 
 
 def snapshot_view(message: Message) -> bytes:
@@ -50,6 +55,11 @@ def sse_retry(retry_ms: int) -> bytes:
     return b"retry: %d\n\n" % retry_ms
 
 
-def sse_frame(message: Message) -> bytes:
-    at = token(message.build_id, message.position)
-    return b"id: %b\nevent: %b\ndata: %b\n\n" % (at.encode(), message.kind.encode(), message.data)
+def sse_frame(message: Message, at: Position | None = None) -> bytes:
+    """The message's SSE frame; `at` overrides the resume position its `id:` names."""
+    resume = token(message.build_id, at or message.position)
+    return b"id: %b\nevent: %b\ndata: %b\n\n" % (
+        resume.encode(),
+        message.kind.encode(),
+        message.data,
+    )

@@ -2,6 +2,7 @@
 
     BuildcastError
     ├── InvalidBuildId          a client's build id breaks PROTOCOL.md's rules   -> 400
+    ├── BusUnavailable          Redis cannot be reached: transient               -> 503
     └── UpstreamError           anything the Build Graph Service did
         ├── UpstreamNotFound    404: the build or partition does not exist      -> 404
         ├── UpstreamBadRequest  400: the upstream rejected the id as malformed  -> 400
@@ -20,6 +21,10 @@ class BuildcastError(Exception):
 
 class InvalidBuildId(BuildcastError):
     """A build id that PROTOCOL.md does not allow (empty, too long, `/`, spaces, controls)."""
+
+
+class BusUnavailable(BuildcastError):
+    """The bus (Redis) cannot be reached; callers keep what they have and retry later."""
 
 
 class UpstreamError(BuildcastError):

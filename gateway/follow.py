@@ -20,6 +20,7 @@ class Follower:
         self._bus = bus
         self._build_id = build_id
         self.at: Position | None = None
+        self._paused = False  # told that live updates paused: the resync snapshot is due
 
     async def catch_up(self, since: Position | None) -> list[Message]:
         """What a client at `since` (None: nowhere yet) must get to be current."""
@@ -39,9 +40,10 @@ class Follower:
         out: list[Message] = []
         for message in batch:
             if message.kind is Kind.ERROR:
+                self._paused = self._paused or not message.ends_stream
                 out.append(message)
             elif self._follows(message):
-                self.at = message.position
+                self.at, self._paused = message.position, False
                 out.append(message)
             elif self._is_ahead(message):
                 out.extend(await self.catch_up(self.at))
@@ -51,6 +53,8 @@ class Follower:
         at = self.at
         if at is None or (message.kind is Kind.SNAPSHOT and message.epoch != at.epoch):
             return True
+        if self._paused and message.kind is Kind.SNAPSHOT and message.position == at:
+            return True  # the resync after a pause: the client learns it is current again
         return message.epoch == at.epoch and message.seq == at.seq + 1
 
     def _is_ahead(self, message: Message) -> bool:

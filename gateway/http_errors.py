@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway import codec
 from gateway.errors import (
     BuildcastError,
+    BusUnavailable,
     InvalidBuildId,
     UpstreamBadRequest,
     UpstreamNotFound,
@@ -39,6 +40,8 @@ def from_error(exc: BuildcastError) -> web.Response:
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, UpstreamUnavailable):
         return error_response(503, "upstream_unavailable", str(exc))
+    if isinstance(exc, BusUnavailable):
+        return error_response(503, "upstream_unavailable", f"live updates unavailable: {exc}")
     return error_response(500, "internal", "internal error")
 
 

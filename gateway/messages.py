@@ -5,6 +5,8 @@ delta. `epoch` names that sequence; when a history is lost (a fresh in-process
 bus, Redis restarted empty) the next message starts a new epoch, so a client
 can never mistake a restarted count for a continuation. Errors are not part of
 the sequence: they carry the position they were raised at and are not kept.
+Most errors end a stream (the build is gone upstream); `upstream_unavailable`
+is a notice that live updates are paused, and the stream goes on.
 
 The JSON a client receives and its SSE frame are encoded once, when the
 message is made (`gateway.codec`), and the same bytes go to every subscriber.
@@ -36,6 +38,7 @@ class Message:
     epoch: str
     seq: int
     data: bytes  # the JSON object clients receive
+    code: str | None = None  # an error's code
     frame: bytes = field(init=False, repr=False, compare=False)  # its SSE frame, built once
 
     def __post_init__(self) -> None:
@@ -45,9 +48,24 @@ class Message:
     def position(self) -> Position:
         return Position(self.epoch, self.seq)
 
+    @property
+    def ends_stream(self) -> bool:
+        return self.kind is Kind.ERROR and self.code != PAUSED
+
+
+PAUSED = "upstream_unavailable"
+"""The code of the notice that live updates are paused (the bus is unreachable)."""
+
 
 def snapshot(build_id: str, epoch: str, seq: int, view: View) -> Message:
     return Message(Kind.SNAPSHOT, build_id, epoch, seq, codec.encode_snapshot(build_id, seq, view))
+
+
+def stored_snapshot(build_id: str, epoch: str, seq: int, view_json: bytes) -> Message:
+    """A snapshot of a view kept encoded (the Redis bus's latest): it is not decoded."""
+    return Message(
+        Kind.SNAPSHOT, build_id, epoch, seq, codec.wrap_snapshot(build_id, seq, view_json)
+    )
 
 
 def delta(build_id: str, epoch: str, seq: int, changes: Changes) -> Message:
@@ -57,4 +75,10 @@ def delta(build_id: str, epoch: str, seq: int, changes: Changes) -> Message:
 
 def error(build_id: str, at: Position, code: str, text: str) -> Message:
     data = codec.dumps({"type": "error", "buildId": build_id, "code": code, "message": text})
-    return Message(Kind.ERROR, build_id, at.epoch, at.seq, data)
+    return Message(Kind.ERROR, build_id, at.epoch, at.seq, data, code)
+
+
+def paused(build_id: str, at: Position) -> Message:
+    """The notice that this replica lost its bus: the view may be stale until a resync."""
+    text = "live updates paused: the gateway lost its connection to Redis and is reconnecting"
+    return error(build_id, at, PAUSED, text)

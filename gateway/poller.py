@@ -22,9 +22,17 @@ from collections import deque
 from collections.abc import Iterable
 
 from gateway import codec, messages
+from gateway.aio import stopping
 from gateway.bus.base import Bus
 from gateway.diff import diff
-from gateway.errors import UpstreamBadRequest, UpstreamError, UpstreamNotFound, UpstreamUnavailable
+from gateway.errors import (
+    BuildcastError,
+    BusUnavailable,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from gateway.messages import Message
 from gateway.models import (
     TERMINAL_BUILD_STATUSES,
@@ -44,10 +52,6 @@ from gateway.upstream import UpstreamClient
 log = logging.getLogger(__name__)
 
 FINAL_PARTITION_STATUSES = frozenset({PartitionState.AVAILABLE, PartitionState.FAILED})
-
-
-class LostOwnership(Exception):
-    """The bus refused a publish: another poller now owns this build."""
 
 
 class Poller:
@@ -78,20 +82,21 @@ class Poller:
             await asyncio.shield(self._outcome)
 
     async def run(self) -> None:
-        """Poll until cancelled, the build is gone upstream, or another poller owns it."""
+        """Poll until cancelled (the lease moved, nobody watches) or the build is gone upstream."""
         try:
             await self._loop()
-        except LostOwnership:
-            log.warning("%s is polled elsewhere now: this poller stops", self.build_id)
         finally:
             if not self._outcome.done():  # nobody may wait forever on a poller that ended
                 self._settle(UpstreamUnavailable(f"polling {self.build_id} stopped"))
 
     async def _loop(self) -> None:
-        await self._resume()
         failures = 0
-        while True:
+        resumed = False
+        while not stopping():
             try:
+                if not resumed:
+                    await self._resume()
+                    resumed = True
                 await self._poll()
                 failures = 0
                 self._settle(None)
@@ -103,16 +108,32 @@ class Poller:
                 log.warning("polling %s failed (%d in a row): %s", self.build_id, failures, exc)
                 await self._mark_stale()
                 self._settle(exc)
+            except BusUnavailable as exc:
+                # The upstream was read, but nobody can hear it: keep the last published
+                # view (the next publish diffs against it) and try again soon.
+                failures += 1
+                log.warning("cannot publish %s (%d in a row): %s", self.build_id, failures, exc)
+                self._settle(exc)
             await asyncio.sleep(self._delay(failures))
 
     async def _resume(self) -> None:
-        """Continue the stored sequence, if the bus has one: clients see no reset."""
+        """Continue the stored sequence, if the bus has one: clients see no reset.
+
+        The stored view also tells which partitions and events are known, so a
+        takeover costs reads of what changed since, not of every partition.
+        """
         latest = await self._bus.latest(self.build_id)
         if latest is not None:
-            self._epoch, self._seq = latest.epoch, latest.seq
-            self.view = codec.loads(codec.snapshot_view(latest))
+            self._adopt(latest)
+            assert self.view is not None
+            self._partitions = dict(self.view["partitions"])
+            self._events_seen = len(self.view["events"])
 
-    def _settle(self, error: UpstreamError | None) -> None:
+    def _adopt(self, stored: Message) -> None:
+        self._epoch, self._seq = stored.epoch, stored.seq
+        self.view = codec.loads(codec.snapshot_view(stored))
+
+    def _settle(self, error: BuildcastError | None) -> None:
         """Resolve `wait_ready` with this attempt's outcome, while nobody has a view yet."""
         if self._outcome.done():
             if self.view is not None:
@@ -215,28 +236,36 @@ class Poller:
             message = messages.snapshot(self.build_id, self._epoch, seq, view)
         else:
             message = messages.delta(self.build_id, self._epoch, seq, changes)
-        if not await self._bus.publish(message, view):
-            await self._restart_sequence(view)
-            return
-        self.view, self._seq = view, seq
+        if await self._bus.publish(message, view):
+            self.view, self._seq = view, seq
+        elif await self._realign():
+            await self._publish(view)
 
-    async def _restart_sequence(self, view: View) -> None:
-        """After a refused publish: a new epoch if the bus lost the build, else give up.
+    async def _realign(self) -> bool:
+        """After a refused publish, take the bus's position; True if `_publish` should retry.
 
-        A bus that forgot the build (restarted empty, or evicted it) has no sequence
-        to continue: the poller starts a new one with a snapshot, and every client
-        resynchronises on it. A bus that holds another position means another
-        poller owns the build.
+        The bus holds another position when a second poller published too (a lease
+        that lapsed while its owner was paused): continue after it, the lease settles
+        who stays. A bus that forgot the build (Redis restarted empty, an evicted
+        build) has no sequence to continue: start a new epoch with a snapshot.
         """
-        if await self._bus.latest(self.build_id) is not None:
-            raise LostOwnership(self.build_id)
-        log.warning("the bus lost %s's history: starting a new sequence", self.build_id)
-        self._epoch, view = new_epoch(), {**view, "seq": 1}
-        if not await self._bus.publish(
-            messages.snapshot(self.build_id, self._epoch, 1, view), view
-        ):
-            raise LostOwnership(self.build_id)
-        self.view, self._seq = view, 1
+        stored = await self._bus.latest(self.build_id)
+        if stored is not None:
+            if stored.position == Position(self._epoch, self._seq):
+                return False  # refused for no reason we can fix: the next poll tries again
+            log.warning("%s was published elsewhere: continuing after it", self.build_id)
+            self._adopt(stored)
+        else:
+            log.warning("the bus lost %s's history: starting a new sequence", self.build_id)
+            self._epoch, self._seq, self.view = new_epoch(), 0, None
+        return True
+
+    async def republish(self) -> None:
+        """Start a new sequence from the current view: the bus lost the build meanwhile."""
+        if self.view is not None:
+            log.warning("the bus lost %s's history: starting a new sequence", self.build_id)
+            view, self._epoch, self._seq, self.view = self.view, new_epoch(), 0, None
+            await self._publish(view)
 
     async def _mark_stale(self) -> None:
         if self.view is not None and not self.view["stale"]:
@@ -246,8 +275,13 @@ class Poller:
         code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
         log.info("stopped polling %s: %s", self.build_id, exc)
         at = Position(self._epoch, self._seq)
-        await self._bus.publish(messages.error(self.build_id, at, code, str(exc)), None)
         self._settle(exc)
+        try:
+            await self._bus.publish(messages.error(self.build_id, at, code, str(exc)), None)
+        except BusUnavailable:
+            log.info(
+                "could not tell %s's viewers it is gone: they learn on reconnecting", self.build_id
+            )
 
 
 def _mentioned(events: Iterable[BuildEvent]) -> Iterable[str]:

@@ -1,12 +1,19 @@
-"""Which builds this process watches, for how many viewers; it owns their pollers.
+"""Which builds this replica watches, for how many viewers, and whether it polls them.
 
-The first viewer of a build starts its poller and waits for the first view
-(or the upstream's answer that the build does not exist); later viewers
-share it. When the last viewer leaves, the poller keeps running for a grace
-period, so a page reload or a reconnect does not cost a fresh start.
+A build's first viewer here starts a watch: a keeper task that holds the build's
+lease while it can and runs the poller while it holds it. Replicas that do not
+hold the lease serve the view their owner publishes, show interest in the build
+(so the owner keeps polling for them) and try the lease every third of its time
+to live: when the owner dies, one of them takes over, and its poller continues
+the stored sequence.
 
-An unknown build id is remembered for a few seconds: a storm of requests for
-it costs the upstream one request, not one per request.
+When the last viewer leaves, the watch stays for a grace period, so a page
+reload or a reconnect does not cost a fresh start; the owner stops only once no
+replica has shown interest either. An unknown build id is remembered for a few
+seconds: a storm of requests for it costs the upstream one request per replica.
+
+With the in-process bus the lease is always granted: the same code runs one
+replica.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import codec
+from gateway.aio import stop, stopping
 from gateway.bus.base import Bus
-from gateway.errors import UpstreamNotFound
-from gateway.models import PartitionState
+from gateway.errors import BusUnavailable, UpstreamNotFound, UpstreamUnavailable
+from gateway.lease import Lease
+from gateway.models import PartitionState, View
 from gateway.poller import Poller
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -31,21 +41,47 @@ log = logging.getLogger(__name__)
 MAX_MISSING = 10_000
 """Unknown build ids remembered at once; the oldest are forgotten first."""
 
+FIRST_LOOK = 0.1
+"""Seconds between looks for the owner's first view, while viewers wait for it."""
+
 
 @dataclass(eq=False, slots=True)
 class Watch:
-    poller: Poller
-    task: asyncio.Task[None]
+    build_id: str
     viewers: int = 0
-    grace: asyncio.TimerHandle | None = field(default=None)
+    idle_since: float | None = None  # when the last viewer left; None while watched
+    poller: Poller | None = None  # while this replica holds the lease
+    polling: asyncio.Task[None] | None = None
+    stored: bool = False  # the bus holds a view, published by whoever polls
+    keeper: asyncio.Task[None] | None = None
+    _news: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        """Wake whoever waits on this watch: its keeper, viewers waiting for a first view."""
+        self._news.set()
+        self._news = asyncio.Event()
+
+    async def news(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._news.wait()
+
+    @property
+    def view(self) -> View | None:
+        return None if self.poller is None else self.poller.view
 
 
 class Watches:
-    def __init__(self, settings: Settings, upstream: UpstreamClient, bus: Bus) -> None:
+    def __init__(
+        self, settings: Settings, upstream: UpstreamClient, bus: Bus, lease: Lease
+    ) -> None:
         self._settings = settings
         self._upstream = upstream
         self._bus = bus
+        self._lease = lease
+        self._tick = settings.lease_ttl / 3
         self._watches: dict[str, Watch] = {}
+        self._closing = False
         self._missing: dict[str, tuple[float, str]] = {}  # build id -> (expiry, message)
 
     @contextlib.asynccontextmanager
@@ -68,17 +104,29 @@ class Watches:
         if watch is None:
             watch = self._start(build_id)
         watch.viewers += 1
-        if watch.grace is not None:
-            watch.grace.cancel()
-            watch.grace = None
+        watch.idle_since = None
         try:
-            await watch.poller.wait_ready()
+            await self._first_view(watch)
         except BaseException as exc:  # a client that leaves while waiting releases too
             self._release(watch)
             if isinstance(exc, UpstreamNotFound):
                 self._remember_missing(build_id, str(exc))
             raise
         return watch
+
+    async def _first_view(self, watch: Watch) -> None:
+        """Return once the build has a view here or on the bus; raise why it has none."""
+        deadline = time.monotonic() + self._settings.first_view_timeout
+        while True:
+            if watch.poller is not None:
+                await watch.poller.wait_ready()
+                return
+            if watch.stored:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or watch.keeper is None or watch.keeper.done():
+                raise UpstreamUnavailable(f"no view of {watch.build_id} yet")
+            await watch.news(remaining)
 
     def _remember_missing(self, build_id: str, message: str) -> None:
         now = time.monotonic()
@@ -89,51 +137,134 @@ class Watches:
         self._missing[build_id] = (now + self._settings.not_found_ttl, message)
 
     def _start(self, build_id: str) -> Watch:
-        poller = Poller(build_id, self._upstream, self._bus, self._settings)
-        task = asyncio.create_task(poller.run(), name=f"poll {build_id}")
-        watch = Watch(poller, task)
+        watch = Watch(build_id)
         self._watches[build_id] = watch
-        task.add_done_callback(lambda t: self._ended(build_id, watch, t))
+        watch.keeper = asyncio.create_task(self._keep(watch), name=f"watch {build_id}")
         return watch
 
     def _release(self, watch: Watch) -> None:
         watch.viewers -= 1
-        if watch.viewers == 0 and not watch.task.done():
-            loop = asyncio.get_running_loop()
-            watch.grace = loop.call_later(self._settings.grace, watch.task.cancel)
+        if watch.viewers == 0:
+            watch.idle_since = time.monotonic()
+            watch.notify()
 
-    def _ended(self, build_id: str, watch: Watch, task: asyncio.Task[None]) -> None:
-        if self._watches.get(build_id) is watch:
-            del self._watches[build_id]
-        if watch.grace is not None:
-            watch.grace.cancel()
+    async def _keep(self, watch: Watch) -> None:
+        """The watch's life: hold the lease, poll while holding it, end when nobody watches."""
+        failing = False
+        try:
+            while not (self._closing or stopping() or self._poller_ended(watch)):
+                try:
+                    await self._hold_lease(watch)
+                    if not await self._still_wanted(watch):
+                        return
+                    if watch.poller is None and not watch.stored:
+                        watch.stored = await self._bus.position(watch.build_id) is not None
+                        if watch.stored:
+                            watch.notify()
+                    failing = False
+                except BusUnavailable as exc:
+                    if not failing:
+                        log.warning("watch of %s cannot reach the bus: %s", watch.build_id, exc)
+                    failing = True
+                await watch.news(self._next_look(watch))
+        finally:
+            await self._stop_polling(watch, release=True)
+            if self._watches.get(watch.build_id) is watch:
+                del self._watches[watch.build_id]
+            watch.notify()
+
+    async def _hold_lease(self, watch: Watch) -> None:
+        build_id = watch.build_id
+        if watch.polling is None:
+            if await self._lease.acquire(build_id):
+                self._start_polling(watch)
+        elif not await self._lease.renew(build_id):
+            log.warning("lost the lease of %s: another replica polls it now", build_id)
+            await self._stop_polling(watch, release=False)
+        elif watch.view is not None and await self._bus.retain(build_id) is None:
+            assert watch.poller is not None
+            await watch.poller.republish()
+
+    async def _still_wanted(self, watch: Watch) -> bool:
+        """Whether a viewer here, the grace period, or another replica's viewers want it."""
+        if watch.idle_since is None or time.monotonic() - watch.idle_since < self._settings.grace:
+            await self._lease.show_interest(watch.build_id)
+            return True
+        await self._lease.withdraw_interest(watch.build_id)
+        return watch.polling is not None and await self._lease.interest_elsewhere(watch.build_id)
+
+    def _next_look(self, watch: Watch) -> float:
+        if watch.poller is None and not watch.stored:
+            return FIRST_LOOK
+        if watch.idle_since is not None:
+            left = self._settings.grace - (time.monotonic() - watch.idle_since)
+            if left > 0:
+                return min(self._tick, left)
+        return self._tick
+
+    def _start_polling(self, watch: Watch) -> None:
+        watch.poller = Poller(watch.build_id, self._upstream, self._bus, self._settings)
+        watch.polling = asyncio.create_task(watch.poller.run(), name=f"poll {watch.build_id}")
+        watch.polling.add_done_callback(lambda task: self._polling_ended(watch, task))
+        watch.notify()
+
+    def _polling_ended(self, watch: Watch, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("poller of %s crashed", build_id, exc_info=exc)
+            log.error("poller of %s crashed", watch.build_id, exc_info=exc)
+        watch.notify()
 
-    def watched(self) -> list[dict[str, Any]]:
-        """The builds polled now, with their progress and local viewer counts."""
-        return [
-            _summary(build_id, watch)
-            for build_id, watch in self._watches.items()
-            if watch.poller.view is not None
-        ]
+    @staticmethod
+    def _poller_ended(watch: Watch) -> bool:
+        """The poller stopped by itself: the build is gone upstream (or a bug)."""
+        return watch.polling is not None and watch.polling.done()
+
+    async def _stop_polling(self, watch: Watch, *, release: bool) -> None:
+        task, watch.polling, watch.poller = watch.polling, None, None
+        if task is None:
+            return
+        await stop([task])
+        if release:
+            try:
+                async with asyncio.timeout(self._settings.lease_ttl):
+                    await self._lease.release(watch.build_id)
+            except (BusUnavailable, TimeoutError):
+                log.info("could not release %s's lease: it expires by itself", watch.build_id)
+
+    def polls(self, build_id: str) -> bool:
+        """Whether this replica holds the build's lease and polls it now."""
+        watch = self._watches.get(build_id)
+        return watch is not None and watch.poller is not None
+
+    async def watched(self) -> list[dict[str, Any]]:
+        """The builds watched here, with their progress and this replica's viewer counts."""
+        summaries = []
+        for build_id, watch in list(self._watches.items()):
+            view = watch.view
+            if view is None and watch.stored:
+                with contextlib.suppress(BusUnavailable):
+                    if (latest := await self._bus.latest(build_id)) is not None:
+                        view = codec.loads(codec.snapshot_view(latest))
+            if view is not None:
+                summaries.append(_summary(build_id, watch.viewers, view))
+        return summaries
 
     async def close(self) -> None:
-        tasks = [watch.task for watch in self._watches.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop every poller and release its lease, so other replicas take over at once."""
+        self._closing = True
+        watches = list(self._watches.values())
+        for watch in watches:
+            watch.notify()
+        await stop((watch.keeper for watch in watches), timeout=2 * self._settings.lease_ttl)
 
 
-def _summary(build_id: str, watch: Watch) -> dict[str, Any]:
-    view = watch.poller.view or {}
+def _summary(build_id: str, viewers: int, view: View) -> dict[str, Any]:
     statuses = [p["status"] for p in view.get("partitions", {}).values()]
     return {
         "buildId": build_id,
         "status": view.get("status"),
         "updatedAtMs": view.get("updatedAtMs"),
         "stale": view.get("stale", False),
-        "viewers": watch.viewers,
+        "viewers": viewers,
         "partitions": {
             "total": len(statuses),
             "available": statuses.count(PartitionState.AVAILABLE),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,8 @@ from yarl import URL
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
+from tests.procs import Procs
+from tests.redis_servers import RedisCluster, RedisServer, RedisUnavailable
 
 StartGateway = Callable[..., Awaitable[TestServer]]
 
@@ -99,3 +102,37 @@ class Upstream:
 @pytest.fixture
 def control(session: aiohttp.ClientSession, upstream: TestServer) -> Upstream:
     return Upstream(session, upstream)
+
+
+# --- real processes: redis-server, Redis Cluster, buildcast commands
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh, empty redis-server per test (it starts in well under a second)."""
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three masters, shared by a module's tests: creating a cluster takes seconds."""
+    try:
+        cluster = RedisCluster()
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Starts buildcast processes; stops every one by PID after the test, printing their stderr
+    (pytest shows it only when the test failed)."""
+    with Procs(tmp_path / "procs") as started:
+        yield started
+    print(started.report())

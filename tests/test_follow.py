@@ -49,14 +49,29 @@ async def test_live_duplicates_are_dropped_and_gaps_repaired() -> None:
 
 
 async def test_a_new_epoch_snapshot_replaces_the_old_sequence() -> None:
-    bus = MemoryBus()
+    bus = MemoryBus(max_builds=1)
     await run(bus, 3)
     follower = Follower(bus, "b")
     await follower.catch_up(None)
+    other = messages.snapshot("other", "o", 1, {"seq": 1})
+    assert await bus.publish(other, {"seq": 1}), "the bus forgets b to keep other"
     fresh = messages.snapshot("b", "e2", 1, {"seq": 1})
     assert await bus.publish(fresh, {"seq": 1})
     assert await follower.admit([fresh]) == [fresh]
     assert follower.at == Position("e2", 1)
+
+
+async def test_after_a_pause_the_resync_snapshot_reaches_a_current_client() -> None:
+    bus = MemoryBus()
+    await run(bus, 3)
+    follower = Follower(bus, "b")
+    [current] = await follower.catch_up(None)
+    assert await follower.admit([current]) == [], "the same snapshot twice is dropped"
+    pause = messages.paused("b", Position("e", 3))
+    assert await follower.admit([pause, current]) == [pause, current], (
+        "told updates paused, the client learns it is current again"
+    )
+    assert await follower.admit([current]) == [], "once"
 
 
 def test_tokens_name_their_build() -> None:

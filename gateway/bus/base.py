@@ -13,13 +13,19 @@ tests/test_bus_contract.py runs against each one):
 - Atomicity: when `publish` returns True, `latest` and `history` already
   include the message; a reader never sees a message it cannot resume after.
 - Fencing: `publish` accepts a snapshot or delta only if it follows the stored
-  latest one (seq + 1 in the same epoch), or is a snapshot that starts a new
-  epoch or the build's first one. Otherwise it stores nothing and answers
-  False: another poller owns the build, and the caller must stop.
+  latest one (seq + 1 in the same epoch), or is a snapshot that starts the
+  build's sequence where none is stored (its first, or after the store lost
+  it: a new epoch). Otherwise it stores nothing and answers False: another
+  poller published first, and the caller continues from `latest`.
 - Resume: `history(build, since)` gives every kept message after `since` in
   order, [] when `since` is the latest, or None when the epoch differs or the
   history no longer reaches back: the reader must then take `latest`.
 - Errors are delivered but never stored: they belong to no position.
+- Faults: a bus that cannot reach its store raises BusUnavailable from any
+  call but `start`, `close`, `subscribe` and `unsubscribe`, which never raise:
+  the bus keeps what was asked and resubscribes by itself when it can. While
+  it is cut off it delivers a `paused` notice for each subscribed build, and
+  once back, the `latest` snapshot of each: receivers resynchronise from it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ class Bus(Protocol):
 
     async def latest(self, build_id: str) -> Message | None:
         """A snapshot message at the build's newest position, or None if none is stored."""
+
+    async def position(self, build_id: str) -> Position | None:
+        """The build's newest stored position (cheap: no view), or None."""
+
+    async def retain(self, build_id: str) -> Position | None:
+        """Keep the build's stored state alive (its poller runs); its position, None if lost."""
 
     async def history(self, build_id: str, since: Position) -> list[Message] | None:
         """Kept messages after `since`, oldest first; None if they no longer all exist."""

@@ -66,12 +66,9 @@ class MemoryBus:
         follows = build is not None and (
             message.epoch == build.epoch and message.seq == build.seq + 1
         )
-        new_epoch = message.kind is Kind.SNAPSHOT and (
-            build is None or message.epoch != build.epoch
-        )
-        if not (follows or new_epoch):
+        if not (follows or (message.kind is Kind.SNAPSHOT and build is None)):
             return False
-        if build is None or new_epoch:
+        if build is None:
             build = _Build(message.epoch, message.seq, view, deque(maxlen=self._history))
             self._builds[message.build_id] = build
         build.seq, build.view, build.snapshot = message.seq, view, None
@@ -88,6 +85,13 @@ class MemoryBus:
         if build.snapshot is None:
             build.snapshot = messages.snapshot(build_id, build.epoch, build.seq, build.view)
         return build.snapshot
+
+    async def position(self, build_id: str) -> Position | None:
+        build = self._builds.get(build_id)
+        return None if build is None else Position(build.epoch, build.seq)
+
+    async def retain(self, build_id: str) -> Position | None:
+        return await self.position(build_id)
 
     async def history(self, build_id: str, since: Position) -> list[Message] | None:
         build = self._builds.get(build_id)

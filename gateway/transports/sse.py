@@ -14,6 +14,7 @@ import contextlib
 from aiohttp import web
 
 from gateway import codec
+from gateway.errors import BusUnavailable
 from gateway.fanout import Subscriber
 from gateway.follow import Follower
 from gateway.http_errors import check_build_id
@@ -58,7 +59,7 @@ async def _send(
     settings: Settings,
 ) -> None:
     """Write until the client leaves, falls too far behind, the build is gone or we shut down."""
-    pending = codec.sse_retry(settings.retry_ms) + _frames(batch)
+    pending = codec.sse_retry(settings.retry_ms) + _frames(batch, follower)
     while True:
         if pending:
             try:
@@ -70,8 +71,11 @@ async def _send(
         if subscriber.overflowed or subscriber.closed or _ended(batch):
             return
         if subscriber.pending:
-            batch = await follower.admit(subscriber.take())
-            pending = _frames(batch)
+            try:
+                batch = await follower.admit(subscriber.take())
+            except BusUnavailable:
+                return  # a gap we cannot repair now: the client resumes with its last id
+            pending = _frames(batch, follower)
             continue
         try:
             async with asyncio.timeout(settings.heartbeat):
@@ -81,13 +85,19 @@ async def _send(
             batch, pending = [], codec.HEARTBEAT
 
 
-def _frames(batch: list[Message]) -> bytes:
-    return b"".join(message.frame for message in batch)
+def _frames(batch: list[Message], follower: Follower) -> bytes:
+    """The batch's frames; an error's `id:` is the client's own position, to resume from."""
+    return b"".join(
+        codec.sse_frame(message, follower.at)
+        if message.kind is Kind.ERROR and follower.at is not None
+        else message.frame
+        for message in batch
+    )
 
 
 def _ended(batch: list[Message]) -> bool:
-    """An error message (the build is gone upstream) is the stream's last."""
-    return any(message.kind is Kind.ERROR for message in batch)
+    """An error that ends the stream (the build is gone upstream) is its last message."""
+    return any(message.ends_stream for message in batch)
 
 
 def _cut_off(request: web.Request) -> None:

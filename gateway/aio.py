@@ -1,0 +1,33 @@
+"""Stopping tasks reliably when a library swallows their cancellation.
+
+redis-py can lose a CancelledError that arrives while it reconnects. A loop that
+only relies on the exception then runs on after `cancel()`, and a shutdown that
+awaits it hangs. So long-lived loops also check `stopping()`, and shutdowns wait
+for tasks a bounded time (`stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+
+def stopping() -> bool:
+    """Whether the running task was asked to stop, even if the exception got lost."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def stop(tasks: Iterable[asyncio.Task[None] | None], timeout: float = 3.0) -> None:
+    """Cancel the tasks and wait for them at most `timeout` seconds; log what would not end."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    if not running:
+        return
+    _, stuck = await asyncio.wait(running, timeout=timeout)
+    for task in stuck:
+        log.warning("task %s did not stop within %.1f s", task.get_name(), timeout)

@@ -1,0 +1,335 @@
+"""The Redis bus: one poller's changes reach every replica whose viewers watch the build.
+
+Per build, in one Cluster slot (see `gateway.redis_client`):
+
+    bc:{TAG}:ID:state   hash: epoch, seq, and the view's JSON at that seq
+    bc:{TAG}:ID:log     stream of the epoch's messages, entry id SEQ-0, trimmed to `history`
+    bc:{TAG}:ID:msgs    pub/sub channel: every message as it is published
+
+Publishing is one script: the fencing check, the stored view, the stream entry
+and the PUBLISH happen at once, so whoever hears a message can resume after it.
+Stored keys expire `retention` after the last publish or `retain` (the owner
+calls it while it polls), so Redis holds only the builds polled recently.
+
+One pub/sub connection per process carries the channels of the builds with
+local subscribers. When it breaks (Redis restarted, unreachable), every local
+subscriber gets a `paused` notice; the bus reconnects with backoff and jitter,
+resubscribes, and delivers each build's `latest` snapshot: receivers skip what
+they already have and resynchronise on the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.asyncio.client import PubSub
+
+from gateway import messages
+from gateway.aio import stop, stopping
+from gateway.bus.base import Deliver
+from gateway.codec import dumps
+from gateway.errors import BusUnavailable
+from gateway.messages import Kind, Message
+from gateway.models import View
+from gateway.redis_client import FAULTS, RedisConnection, build_key, reaching_redis
+from gateway.resume import Position
+
+log = logging.getLogger(__name__)
+
+_HELLO = "bc:hello"
+"""A channel subscribed first on every connection: its confirmation means the rest are too."""
+
+# KEYS: state, log. ARGV: kind, epoch, seq, payload, view, history, retention ms, channel.
+_PUBLISH = """
+if ARGV[1] ~= 'error' then
+  local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  local follows = stored[1] == ARGV[2] and tonumber(stored[2]) + 1 == tonumber(ARGV[3])
+  local fresh = ARGV[1] == 'snapshot' and not stored[1]
+  if not (follows or fresh) then return 0 end
+  if fresh then redis.call('DEL', KEYS[2]) end
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'view', ARGV[5])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ARGV[3] .. '-0', 'm', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+redis.call('PUBLISH', ARGV[8], ARGV[4])
+return 1
+"""
+
+# KEYS: state, log. ARGV: epoch, since seq, first wanted entry id. Nil: resume impossible.
+_HISTORY = """
+local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if stored[1] ~= ARGV[1] or tonumber(ARGV[2]) > tonumber(stored[2]) then return false end
+if tonumber(ARGV[2]) == tonumber(stored[2]) then return {} end
+local entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+')
+if #entries == 0 or entries[1][1] ~= ARGV[3] then return false end
+local payloads = {}
+for i, entry in ipairs(entries) do payloads[i] = entry[2][2] end
+return payloads
+"""
+
+# KEYS: state, log. ARGV: retention ms.
+_RETAIN = """
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+"""
+
+
+def encode(message: Message) -> bytes:
+    """`KIND EPOCH SEQ CODE DATA`: the envelope around the JSON clients receive."""
+    header = f"{message.kind} {message.epoch} {message.seq} {message.code or '-'} "
+    return header.encode() + message.data
+
+
+def decode(build_id: str, payload: bytes) -> Message:
+    kind, epoch, seq, code, data = payload.split(b" ", 4)
+    return Message(
+        Kind(kind.decode()),
+        build_id,
+        epoch.decode(),
+        int(seq),
+        data,
+        None if code == b"-" else code.decode(),
+    )
+
+
+Stored = bytes | str | None  # what HMGET answers per field
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _position(stored: Sequence[Stored]) -> Position | None:
+    epoch, seq = stored[0], stored[1]
+    if epoch is None or seq is None:
+        return None
+    return Position(_text(epoch), int(seq))
+
+
+class RedisBus:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        *,
+        history: int = 1000,
+        retention: float = 86_400.0,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self._connection = connection
+        self._redis = connection.commands
+        self._history = history
+        self._retention_ms = int(retention * 1000)
+        self._max_backoff = max_backoff
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._history_script = self._redis.register_script(_HISTORY)
+        self._retain = self._redis.register_script(_RETAIN)
+        self._deliver: Deliver | None = None
+        self._channels: dict[str, str] = {}  # channel -> build id, of subscribed builds
+        self._at: dict[str, Position] = {}  # the last position delivered, per subscribed build
+        self._snapshots: dict[str, Message] = {}  # the latest snapshot read, per subscribed build
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: PubSub | None = None
+        self._listening = asyncio.Event()  # the pub/sub connection is up and subscribed
+        self._cut_off = False
+        self._reader: asyncio.Task[None] | None = None
+        self._resyncing: set[asyncio.Task[None]] = set()
+
+    async def start(self, deliver: Deliver) -> None:
+        """Open the pub/sub connection; wait briefly for it, so a healthy start misses nothing."""
+        self._deliver = deliver
+        self._reader = asyncio.create_task(self._listen(), name="redis bus reader")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._listening.wait()
+
+    async def close(self) -> None:
+        self._deliver = None
+        await stop([self._reader, *self._resyncing])
+
+    async def subscribe(self, build_id: str) -> None:
+        channel = build_key(build_id, "msgs")
+        self._channels[channel] = build_id
+        await self._change_subscription(channel, lambda pubsub: pubsub.subscribe(channel))
+
+    async def unsubscribe(self, build_id: str) -> None:
+        channel = build_key(build_id, "msgs")
+        self._channels.pop(channel, None)
+        self._at.pop(build_id, None)
+        self._snapshots.pop(build_id, None)
+        await self._change_subscription(channel, lambda pubsub: pubsub.unsubscribe(channel))
+
+    async def _change_subscription(
+        self, channel: str, change: Callable[[PubSub], Awaitable[object]]
+    ) -> None:
+        """Ask for the change and wait for Redis to confirm it, briefly; never raise.
+
+        Waiting matters for a subscribe: a message published after the confirmation
+        is sure to arrive, so a viewer who reads `latest` next misses nothing. If
+        Redis is unreachable the reader resubscribes everything once it is back.
+        """
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmed
+        try:
+            await change(pubsub)
+            async with asyncio.timeout(2.0):
+                await confirmed
+        except (TimeoutError, *FAULTS):
+            pass
+        finally:
+            if self._confirmations.get(channel) is confirmed:
+                del self._confirmations[channel]
+
+    async def publish(self, message: Message, view: View | None) -> bool:
+        if message.kind is not Kind.ERROR and view is None:
+            raise ValueError("a snapshot or delta is published with the view at its seq")
+        keys = [build_key(message.build_id, "state"), build_key(message.build_id, "log")]
+        args: list[bytes | str | int] = [
+            str(message.kind),
+            message.epoch,
+            message.seq,
+            encode(message),
+            b"" if view is None else dumps(view),
+            self._history,
+            self._retention_ms,
+            build_key(message.build_id, "msgs"),
+        ]
+        with reaching_redis():
+            return bool(await self._publish(keys=keys, args=args))
+
+    async def position(self, build_id: str) -> Position | None:
+        with reaching_redis():
+            stored = await self._redis.hmget(build_key(build_id, "state"), ["epoch", "seq"])
+        return _position(stored)
+
+    async def retain(self, build_id: str) -> Position | None:
+        keys = [build_key(build_id, "state"), build_key(build_id, "log")]
+        with reaching_redis():
+            stored = await self._retain(keys=keys, args=[self._retention_ms])
+        return _position(stored)
+
+    async def latest(self, build_id: str) -> Message | None:
+        """The stored view as a snapshot; the last one read is reused while it is current."""
+        cached = self._snapshots.get(build_id)
+        if cached is not None and await self.position(build_id) == cached.position:
+            return cached
+        with reaching_redis():
+            epoch, seq, view = await self._redis.hmget(
+                build_key(build_id, "state"), ["epoch", "seq", "view"]
+            )
+        if epoch is None or seq is None or not isinstance(view, bytes):
+            return None
+        snapshot = messages.stored_snapshot(build_id, _text(epoch), int(seq), view)
+        if build_key(build_id, "msgs") in self._channels:
+            self._snapshots[build_id] = snapshot
+        return snapshot
+
+    async def history(self, build_id: str, since: Position) -> list[Message] | None:
+        keys = [build_key(build_id, "state"), build_key(build_id, "log")]
+        args: list[str | int] = [since.epoch, since.seq, f"{since.seq + 1}-0"]
+        with reaching_redis():
+            payloads = await self._history_script(keys=keys, args=args)
+        if payloads is None:
+            return None
+        return [decode(build_id, payload) for payload in payloads]
+
+    async def ready(self) -> bool:
+        if not self._listening.is_set():
+            return False
+        try:
+            with reaching_redis():
+                await self._redis.ping()
+        except BusUnavailable:
+            return False
+        return True
+
+    async def _listen(self) -> None:
+        """The process's one pub/sub connection, re-opened for as long as the bus runs."""
+        failures = 0
+        while not stopping():
+            pubsub = self._connection.pubsub_client().pubsub()
+            self._pubsub = pubsub
+            try:
+                await pubsub.subscribe(*self._channels, _HELLO)
+                while True:
+                    item = await pubsub.get_message(timeout=1.0)
+                    if item is not None:
+                        failures = self._handle(item, failures)
+            except FAULTS as exc:
+                self._lost(exc, failures)
+            finally:
+                self._pubsub = None
+                self._listening.clear()
+                with contextlib.suppress(*FAULTS):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            failures += 1
+            backoff = min(self._max_backoff, 0.1 * 2.0 ** min(failures, 10))
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+
+    def _handle(self, item: dict[str, object], failures: int) -> int:
+        """One item of the pub/sub connection; returns the failure count, reset once subscribed."""
+        channel = item["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if item["type"] == "message":
+            build_id = self._channels.get(channel)
+            data = item["data"]
+            if build_id is not None and isinstance(data, bytes):
+                self._hand_on(decode(build_id, data))
+        elif item["type"] in ("subscribe", "unsubscribe"):
+            confirmed = self._confirmations.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            if channel == _HELLO:
+                self._listening.set()
+                if self._cut_off:
+                    self._cut_off = False
+                    log.warning(
+                        "reconnected to Redis: resynchronising %d builds", len(self._channels)
+                    )
+                    task = asyncio.create_task(self._resync(), name="redis bus resync")
+                    self._resyncing.add(task)
+                    task.add_done_callback(self._resyncing.discard)
+                return 0
+        return failures
+
+    def _hand_on(self, message: Message) -> None:
+        if self._deliver is None:
+            return
+        if message.kind is not Kind.ERROR:
+            self._at[message.build_id] = message.position
+        self._deliver(message)
+
+    def _lost(self, exc: BaseException, failures: int) -> None:
+        """Tell every local subscriber that live updates pause, once per outage."""
+        if not self._cut_off:
+            self._cut_off = True
+            log.warning("lost Redis pub/sub (%s): live updates paused, reconnecting", exc)
+            for build_id in self._channels.values():
+                at = self._at.get(build_id, Position("0", 0))
+                if self._deliver is not None:
+                    self._deliver(messages.paused(build_id, at))
+        elif failures % 10 == 0:
+            log.warning("Redis still unreachable after %d attempts: %s", failures, exc)
+
+    async def _resync(self) -> None:
+        """Hand on every subscribed build's latest snapshot, retrying while Redis is flaky."""
+        waiting = list(self._channels.values())
+        failures = 0
+        while waiting and self._listening.is_set() and not stopping():
+            try:
+                latest = await self.latest(waiting[0])
+            except BusUnavailable:
+                failures += 1
+                await asyncio.sleep(min(self._max_backoff, 0.05 * 2.0**failures))
+                continue
+            if latest is not None:
+                self._hand_on(latest)
+            waiting.pop(0)
