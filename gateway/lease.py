@@ -87,7 +87,6 @@ return 0
 
 # KEYS: interest. ARGV: replica, ttl ms. Scores are expiry times on Redis's clock.
 _SHOW_INTEREST = """
-redis.replicate_commands()
 local now = redis.call('TIME')
 local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], expires, ARGV[1])
@@ -97,7 +96,6 @@ return 1
 
 # KEYS: interest. ARGV: replica. Whether a replica other than ARGV[1] is still interested.
 _INTEREST_ELSEWHERE = """
-redis.replicate_commands()
 local now = redis.call('TIME')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(now[1]) * 1000)
 local others = redis.call('ZCARD', KEYS[1])

@@ -66,6 +66,7 @@ class RedisConnection:
 
     def __init__(self, commands: Redis | RedisCluster, nodes: list[tuple[str, int]]) -> None:
         self.commands = commands
+        self.cluster = bool(nodes)
         self._nodes = itertools.cycle(nodes) if nodes else None
         self._node_clients: dict[tuple[str, int], Redis] = {}
 

@@ -1,7 +1,8 @@
 """The Bus contract of gateway/bus/base.py, run against every implementation.
 
-The in-process bus, the Redis bus on fakeredis (fast, no server), and the Redis
-bus on a real redis-server (`integration`): one suite, so they cannot drift.
+The in-process bus, the Redis bus on fakeredis (fast, no server), on a real
+redis-server and on a Redis Cluster of three masters (`integration`): one
+suite, so they cannot drift.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from gateway.bus.redis import RedisBus
 from gateway.messages import Message
 from gateway.redis_client import RedisConnection, connect
 from gateway.resume import Position
-from tests.redis_servers import RedisServer
+from tests.redis_servers import RedisCluster, RedisServer
 
 EPOCH = "e1"
 
 
 @pytest.fixture(
-    params=["memory", "fakeredis", pytest.param("redis-server", marks=pytest.mark.integration)]
+    params=[
+        "memory",
+        "fakeredis",
+        pytest.param("redis-server", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
+    ]
 )
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     implementation: Bus
@@ -35,9 +41,16 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         return
     if request.param == "fakeredis":
         connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
-    else:
+    elif request.param == "redis-server":
         server: RedisServer = request.getfixturevalue("redis_server")
         connection = await connect(server.url)
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        for node in cluster.nodes:  # shared by the module's tests: start each one empty
+            with node.client() as client:
+                client.flushall()
+        connection = await connect(cluster.url)
+        assert connection.cluster, "the URL of one node is enough to find the cluster"
     implementation = RedisBus(connection, history=5)
     yield implementation
     await implementation.close()

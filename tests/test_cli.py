@@ -58,6 +58,12 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["serve"], {"BUILDCAST_UPSTREAM": "http://x", "BUILDCAST_POLL_ACTIVE": "-1"}, "positive"),
         (["simulate", "--enum-style", "loud"], {}, "is not one of"),
         (["--log-level", "chatty", "simulate"], {}, "is not one of"),
+        (["serve", "--upstream", "http://x", "--redis", "http://r"], {}, "not a redis://"),
+        (
+            ["serve", "--upstream", "http://x"],
+            {"BUILDCAST_REDIS": "redis://127.0.0.1:9/0"},
+            "cannot reach Redis at redis://127.0.0.1:9/0",
+        ),
     ],
 )
 def test_bad_options_give_one_clear_line(args: list[str], env: dict[str, str], says: str) -> None:

@@ -103,6 +103,11 @@ function connect() {
   source.addEventListener("error", (e) => {
     if (e.data) {  // the server's own error message, e.g. the build vanished upstream
       const message = JSON.parse(e.data);
+      if (message.code === "upstream_unavailable") {  // live updates paused; the stream goes on
+        showNotice(message.message, false);
+        setConnection("reconnecting", "updates paused");
+        return;
+      }
       source.close();
       showNotice(message.message, true);
       setConnection("down", message.code);
