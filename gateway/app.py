@@ -55,6 +55,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
             web.get("/builds/{build_id}", _page(settings.web_root / "build.html")),
             web.get("/api/v1/builds/{build_id}", build_view),
             web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
+            web.get("/api/v1/stream", multi_stream, allow_head=False),
             web.get("/api/v1/watched", watched),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
@@ -115,7 +116,11 @@ async def build_view(request: web.Request) -> web.Response:
 
 
 async def build_stream(request: web.Request) -> web.StreamResponse:
-    return await sse.stream(request, request.app[STATE])
+    return await sse.build_stream(request, request.app[STATE])
+
+
+async def multi_stream(request: web.Request) -> web.StreamResponse:
+    return await sse.multi_stream(request, request.app[STATE])
 
 
 async def watched(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.resume import Position, token
+from gateway.resume import token
 
 if TYPE_CHECKING:
     from gateway.messages import Message
@@ -55,11 +55,15 @@ def sse_retry(retry_ms: int) -> bytes:
     return b"retry: %d\n\n" % retry_ms
 
 
-def sse_frame(message: Message, at: Position | None = None) -> bytes:
-    """The message's SSE frame; `at` overrides the resume position its `id:` names."""
-    resume = token(message.build_id, at or message.position)
+def sse_frame(message: Message) -> bytes:
+    """The message's frame in its own build's stream: its `id:` is its position's token."""
+    return sse_event(token(message.build_id, message.position), message)
+
+
+def sse_event(event_id: str, message: Message) -> bytes:
+    """The message's frame with an `id:` of the stream's own (a cursor of `[0-9a-z.~]`)."""
     return b"id: %b\nevent: %b\ndata: %b\n\n" % (
-        resume.encode(),
+        event_id.encode(),
         message.kind.encode(),
         message.data,
     )

@@ -2,6 +2,7 @@
 
     BuildcastError
     ├── InvalidBuildId          a client's build id breaks PROTOCOL.md's rules   -> 400
+    ├── BadRequest              any other request a client should not have sent  -> 400
     ├── BusUnavailable          Redis cannot be reached: transient               -> 503
     └── UpstreamError           anything the Build Graph Service did
         ├── UpstreamNotFound    404: the build or partition does not exist      -> 404
@@ -21,6 +22,10 @@ class BuildcastError(Exception):
 
 class InvalidBuildId(BuildcastError):
     """A build id that PROTOCOL.md does not allow (empty, too long, `/`, spaces, controls)."""
+
+
+class BadRequest(BuildcastError):
+    """A request that breaks the API's rules other than a build id's (too many builds...)."""
 
 
 class BusUnavailable(BuildcastError):

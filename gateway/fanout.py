@@ -29,14 +29,20 @@ class Subscriber:
 
     __slots__ = ("build_id", "closed", "limit", "on_overflow", "overflowed", "pending", "wakeup")
 
-    def __init__(self, build_id: str, limit: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        build_id: str,
+        limit: int,
+        on_overflow: Callable[[], None],
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
         self.build_id = build_id
         self.limit = limit
         self.on_overflow = on_overflow
         self.overflowed = False
         self.closed = False  # the server is shutting down: end the stream, the client reconnects
         self.pending: deque[Message] = deque()
-        self.wakeup = asyncio.Event()
+        self.wakeup = wakeup or asyncio.Event()  # shared by the builds of one connection
 
     def offer(self, message: Message) -> bool:
         """Queue a message; False when this subscriber just overflowed and is being cut off."""

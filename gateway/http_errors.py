@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway import codec
 from gateway.errors import (
+    BadRequest,
     BuildcastError,
     BusUnavailable,
     InvalidBuildId,
@@ -28,6 +29,13 @@ def check_build_id(build_id: str) -> str:
     return build_id
 
 
+def check_build_ids(build_ids: list[str], limit: int) -> list[str]:
+    """Several builds of one stream: each valid, each once, 1 to `limit` of them."""
+    if not 1 <= len(build_ids) <= limit:
+        raise BadRequest(f"name 1 to {limit} builds, as ?build=A&build=B")
+    return list(dict.fromkeys(check_build_id(b) for b in build_ids))
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     body = codec.dumps({"error": {"code": code, "message": message}})
     return web.Response(status=status, body=body, content_type="application/json")
@@ -36,6 +44,8 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 def from_error(exc: BuildcastError) -> web.Response:
     if isinstance(exc, InvalidBuildId | UpstreamBadRequest):
         return error_response(400, "invalid_build_id", str(exc))
+    if isinstance(exc, BadRequest):
+        return error_response(400, "bad_request", str(exc))
     if isinstance(exc, UpstreamNotFound):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, UpstreamUnavailable):

@@ -49,3 +49,26 @@ def parse_token(build_id: str, text: str | None) -> Position | None:
     if not (_EPOCH.fullmatch(epoch) and _SEQ.fullmatch(seq)) or tag != build_tag(build_id):
         return None
     return Position(epoch, int(seq))
+
+
+def cursor(build_ids: list[str], positions: dict[str, Position]) -> str:
+    """A multi-build stream's resume id: the token of each build with a position, `~`-joined.
+
+    Each token names its build, so a cursor resumes whatever builds a stream asks
+    for again, in any order, and ignores the rest; a one-build cursor is a token.
+    """
+    return "~".join(token(b, positions[b]) for b in build_ids if b in positions)
+
+
+def parse_cursor(build_ids: list[str], text: str | None) -> dict[str, Position]:
+    """The position of each of `build_ids` that the cursor names; garbage names none."""
+    if not text:
+        return {}
+    tokens = text.split("~", len(build_ids))[: len(build_ids)]
+    found: dict[str, Position] = {}
+    for build_id in build_ids:
+        for part in tokens:
+            if (at := parse_token(build_id, part)) is not None:
+                found[build_id] = at
+                break
+    return found

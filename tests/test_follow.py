@@ -6,7 +6,7 @@ from gateway import messages
 from gateway.bus import MemoryBus
 from gateway.follow import Follower
 from gateway.messages import Kind, Message
-from gateway.resume import Position, parse_token, token
+from gateway.resume import Position, cursor, parse_cursor, parse_token, token
 
 
 async def run(bus: MemoryBus, count: int, epoch: str = "e") -> list[Message]:
@@ -89,3 +89,13 @@ def test_tokens_name_their_build() -> None:
         "é.1.0",
     ):
         assert parse_token("br-1", garbage) is None
+
+
+def test_a_cursor_resumes_the_builds_it_names_in_any_order() -> None:
+    at = {"br-1": Position("e1", 4), "br-2": Position("e2", 9)}
+    text = cursor(["br-1", "br-2"], at)
+    assert parse_cursor(["br-2", "br-1", "br-3"], text) == at, "another order, one more build"
+    assert parse_cursor(["br-1"], text) == {"br-1": at["br-1"]}
+    assert cursor(["br-1"], at) == token("br-1", at["br-1"]), "one build: its token"
+    for garbage in ("", "~~~", "x~y", "~".join([text] * 100)):
+        assert set(parse_cursor(["br-9"], garbage)) == set()
