@@ -43,9 +43,10 @@ FAULTS = (
     exceptions.ClusterError,  # also ClusterDownError: slots moving, a master lost
     exceptions.ReadOnlyError,  # a failover under way
     exceptions.MasterDownError,
+    exceptions.OutOfMemoryError,  # full at maxmemory with noeviction: writes refused for now
     OSError,
 )
-"""What Redis calls raise when Redis is down or busy: transient. Anything else is a bug."""
+"""What Redis calls raise when Redis is down, busy or full: transient. Anything else is a bug."""
 
 
 @contextlib.contextmanager

@@ -202,3 +202,30 @@ async def test_viewers_converge_across_a_redis_restart(
         assert viewer.epochs_never_go_back()
         epochs |= {epoch for epoch, _ in viewer.positions}
     assert len(epochs) == (2 if empty else 1), "an empty Redis starts a new epoch, only then"
+
+
+async def test_a_full_redis_refuses_writes_for_a_while_and_nothing_is_lost(
+    start_replica: StartReplica,
+    redis_server: RedisServer,
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+) -> None:
+    replica = await start_replica()
+    build_id = sim.create_build([f"p/{i}" for i in range(3)])
+    viewer = Viewer(session, stream_url(replica, build_id))
+    following = asyncio.create_task(viewer.follow(ended, timeout=30, patient=True))
+    await until(lambda: viewer.view is not None)
+    with redis_server.client() as admin:
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used // 2)  # full: every write is refused
+        sim.advance(build_id)
+        await asyncio.sleep(1.0)
+        seq = viewer.view["seq"] if viewer.view else 0
+        admin.config_set("maxmemory", 0)
+    await drive(sim, build_id)
+    await following
+    assert polls(replica, build_id), "the poller survived the refused writes"
+    assert viewer.view is not None and viewer.view["seq"] > seq and not viewer.gaps
+    async with session.get(replica.make_url(f"/api/v1/builds/{build_id}")) as response:
+        assert viewer.view == await response.json()
