@@ -53,6 +53,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
         [
             web.get("/", _page(settings.web_root / "index.html")),
             web.get("/builds/{build_id}", _page(settings.web_root / "build.html")),
+            web.get("/wall", _page(settings.web_root / "wall.html")),
             web.get("/api/v1/builds/{build_id}", build_view),
             web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
             web.get("/api/v1/stream", multi_stream, allow_head=False),
