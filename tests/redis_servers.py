@@ -152,9 +152,11 @@ class RedisServer:
         process.kill()
         process.wait(timeout=10)
 
-    def restart(self, empty: bool = False) -> None:
-        """Stop and start on the same port; `empty` deletes the data first (a new, blank Redis)."""
+    def restart(self, empty: bool = False, down: float = 0.0) -> None:
+        """Stop and start on the same port after `down` seconds; `empty` deletes the data
+        first (a new, blank Redis)."""
         self.stop()
+        time.sleep(down)
         if empty:
             shutil.rmtree(self.dir / "appendonlydir", ignore_errors=True)
             for name in ("appendonly.aof", "dump.rdb"):

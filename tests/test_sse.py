@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway.follow import Follower
+from gateway.messages import Message
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import StartGateway, raw_url
@@ -198,3 +200,23 @@ async def test_a_bug_answers_json_500_without_a_traceback(
         body = await response.text()
     assert "internal" in body
     assert "secret" not in body and "Traceback" not in body
+
+
+async def test_a_bug_inside_an_open_stream_closes_it_so_the_client_reconnects(
+    sim: Simulator,
+    gateway: TestServer,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(self: Follower, batch: list[Message]) -> list[Message]:
+        raise RuntimeError("secret internals")
+
+    build_id = sim.create_build(2)
+    monkeypatch.setattr(Follower, "admit", broken)
+    async with asyncio.timeout(10), session.get(stream_url(gateway, build_id)) as response:
+        got = []
+        with suppress(aiohttp.ClientPayloadError):
+            async for event in events(response):
+                got.append(event.event)
+                sim.advance(build_id)  # the next live message meets the bug
+    assert got == ["snapshot"], "the stream ended instead of hanging silent"

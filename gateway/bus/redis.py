@@ -119,7 +119,7 @@ class RedisBus:
         *,
         history: int = 1000,
         retention: float = 86_400.0,
-        max_backoff: float = 10.0,
+        max_backoff: float = 2.0,
     ) -> None:
         self._connection = connection
         self._redis = connection.commands

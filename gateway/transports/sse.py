@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -29,6 +30,8 @@ from gateway.http_errors import check_build_id, check_build_ids
 from gateway.messages import Kind, Message
 from gateway.resume import Position, cursor, parse_cursor
 from gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -121,8 +124,13 @@ async def _serve(
             caught_up += await feed.follower.catch_up(since.get(build_id))
         ids = _Ids(build_ids, single=len(build_ids) == 1 and not first)
         await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):
+        try:
             await _send(request, response, feeds, wakeup, ids, caught_up + first, state)
+        except ConnectionResetError:
+            pass
+        except Exception:  # a bug: the stream is open, so no error page; the client reconnects
+            log.exception("stream of %s failed", ", ".join(build_ids))
+            _cut_off(request)
     finally:
         for feed in feeds.values():
             await state.fanout.detach(feed.subscriber)
