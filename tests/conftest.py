@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -16,7 +16,9 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 from tests.procs import Procs
-from tests.redis_servers import RedisCluster, RedisServer, RedisUnavailable
+from tests.redis_servers import Managed, RedisCluster, RedisServer, RedisUnavailable
+
+M = TypeVar("M", bound=Managed)
 
 StartGateway = Callable[..., Awaitable[TestServer]]
 
@@ -107,26 +109,26 @@ def control(session: aiohttp.ClientSession, upstream: TestServer) -> Upstream:
 # --- real processes: redis-server, Redis Cluster, buildcast commands
 
 
+def _running(make: Callable[[], M]) -> Iterator[M]:
+    """`make()` started for the test; a missing redis-server fails with how to install it."""
+    try:
+        managed = make()
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with managed:
+        yield managed
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A fresh, empty redis-server per test (it starts in well under a second)."""
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with server:
-        yield server
+    yield from _running(RedisServer)
 
 
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[RedisCluster]:
     """Three masters, shared by a module's tests: creating a cluster takes seconds."""
-    try:
-        cluster = RedisCluster()
-    except RedisUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with cluster:
-        yield cluster
+    yield from _running(RedisCluster)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -66,7 +67,29 @@ def _bindable(port: int) -> bool:
         return True
 
 
-class RedisServer:
+class Managed:
+    """Started on entering a `with` block, closed on leaving it, whatever happened."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(Managed):
     """One redis-server; `restart()` reuses its port, so clients reconnect to the same URL."""
 
     def __init__(
@@ -175,20 +198,8 @@ class RedisServer:
         if self._owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class RedisCluster:
+class RedisCluster(Managed):
     """Three masters on loopback, slots spread by `redis-cli --cluster create`, no replicas."""
 
     def __init__(self, masters: int = 3, ready_timeout: float = 30.0) -> None:
@@ -251,16 +262,7 @@ class RedisCluster:
         for node in self.nodes:
             node.close()
 
-    def __enter__(self) -> RedisCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
 
