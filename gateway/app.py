@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from gateway import codec
 from gateway.bus import Bus, MemoryBus
@@ -21,7 +21,7 @@ from gateway.lease import Lease, LocalLease, RedisLease, replica_name
 from gateway.redis_client import RedisConnection
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
-from gateway.transports import sse
+from gateway.transports import sse, ws
 from gateway.upstream import UpstreamClient
 from gateway.watch import Watches
 
@@ -57,6 +57,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
             web.get("/api/v1/builds/{build_id}", build_view),
             web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
             web.get("/api/v1/stream", multi_stream, allow_head=False),
+            web.get("/api/v1/ws", websocket, allow_head=False),
             web.get("/api/v1/watched", watched),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
@@ -78,7 +79,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _end_streams(app: web.Application) -> None:
-    app[STATE].fanout.close()
+    """End every stream and socket now: clients reconnect elsewhere, shutdown waits for none."""
+    state = app[STATE]
+    state.fanout.close()
+    for socket in list(state.sockets):
+        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
 @web.middleware
@@ -122,6 +127,10 @@ async def build_stream(request: web.Request) -> web.StreamResponse:
 
 async def multi_stream(request: web.Request) -> web.StreamResponse:
     return await sse.multi_stream(request, request.app[STATE])
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    return await ws.handle(request, request.app[STATE])
 
 
 async def watched(request: web.Request) -> web.Response:

@@ -67,3 +67,8 @@ def sse_event(event_id: str, message: Message) -> bytes:
         message.kind.encode(),
         message.data,
     )
+
+
+def ws_message(event_id: str, message: Message) -> bytes:
+    """The message's WebSocket text: its JSON with the resume token as a first `id` field."""
+    return b'{"id":"%b",%b' % (event_id.encode(), message.data[1:])

@@ -3,6 +3,7 @@
     BuildcastError
     ├── InvalidBuildId          a client's build id breaks PROTOCOL.md's rules   -> 400
     ├── BadRequest              any other request a client should not have sent  -> 400
+    ├── Forbidden               a browser Origin that may not open a WebSocket    -> 403
     ├── BusUnavailable          Redis cannot be reached: transient               -> 503
     └── UpstreamError           anything the Build Graph Service did
         ├── UpstreamNotFound    404: the build or partition does not exist      -> 404
@@ -26,6 +27,10 @@ class InvalidBuildId(BuildcastError):
 
 class BadRequest(BuildcastError):
     """A request that breaks the API's rules other than a build id's (too many builds...)."""
+
+
+class Forbidden(BuildcastError):
+    """A request this client may not make (a WebSocket from a foreign browser Origin)."""
 
 
 class BusUnavailable(BuildcastError):

@@ -11,6 +11,7 @@ from gateway.errors import (
     BadRequest,
     BuildcastError,
     BusUnavailable,
+    Forbidden,
     InvalidBuildId,
     UpstreamBadRequest,
     UpstreamNotFound,
@@ -46,6 +47,8 @@ def from_error(exc: BuildcastError) -> web.Response:
         return error_response(400, "invalid_build_id", str(exc))
     if isinstance(exc, BadRequest):
         return error_response(400, "bad_request", str(exc))
+    if isinstance(exc, Forbidden):
+        return error_response(403, "forbidden", str(exc))
     if isinstance(exc, UpstreamNotFound):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, UpstreamUnavailable):

@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import codec
 from gateway.models import View
-from gateway.resume import Position
+from gateway.resume import Position, token
 
 Changes = dict[str, Any]
 
@@ -40,9 +40,20 @@ class Message:
     data: bytes  # the JSON object clients receive
     code: str | None = None  # an error's code
     frame: bytes = field(init=False, repr=False, compare=False)  # its SSE frame, built once
+    _ws: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frame", codec.sse_frame(self))
+
+    @property
+    def ws_frame(self) -> bytes:
+        """Its WebSocket text, built once on first demand (most deployments are SSE only)."""
+        if self._ws is None:
+            object.__setattr__(
+                self, "_ws", codec.ws_message(token(self.build_id, self.position), self)
+            )
+        assert self._ws is not None
+        return self._ws
 
     @property
     def position(self) -> Position:

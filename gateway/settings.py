@@ -38,6 +38,8 @@ class Settings:
     heartbeat: float = 15.0
     # The client's EventSource reconnect delay, sent once as `retry:`.
     retry_ms: int = 2000
+    # Browser Origins besides the gateway's own that may open a WebSocket.
+    allowed_origins: tuple[str, ...] = ()
     # Builds one multi-build stream may follow (a wall of 24 fits with room).
     stream_builds: int = 50
     # Messages queued for one client before it counts as too slow and is cut off.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -20,6 +20,8 @@ class GatewayState:
     bus: Bus
     fanout: Fanout
     watches: Watches
+    # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
 
 STATE = web.AppKey("state", GatewayState)

@@ -1,0 +1,257 @@
+"""WebSocket: several builds per socket, subscribed and unsubscribed as the client goes.
+
+Client frames are JSON text: `{"op": "subscribe", "buildId": ..., "since": TOKEN?}`,
+`{"op": "unsubscribe", "buildId": ...}`, `{"op": "ping"}`. The server sends
+PROTOCOL.md's messages, each with an `id` field: the resume token to pass as
+`since` after a reconnect. A bad frame (not JSON, binary, too large, an unknown
+op, a bad build id) gets an `error` with code `bad_request`, and the socket stays
+open; more subscriptions than the cap get `too_many`.
+
+One socket is two coroutines: the handler reads frames and changes
+subscriptions; a writer drains the fan-out's queues of every subscribed build
+into frames encoded once per message (`Message.ws_frame`). aiohttp pings the
+peer every `heartbeat` seconds and closes a socket whose peer stopped
+answering. Close codes tell the client what to do:
+
+    1000  normal: the client asked
+    1001  going away: the server shuts down; reconnect (elsewhere) and resubscribe
+    1008  policy: a browser Origin that is not allowed; do not reconnect
+    1011  internal error; reconnect
+    1013  try again later: the client fell too far behind; reconnect with `since`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway import codec
+from gateway.errors import (
+    BuildcastError,
+    BusUnavailable,
+    Forbidden,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+)
+from gateway.fanout import Subscriber
+from gateway.follow import Follower
+from gateway.http_errors import check_build_id
+from gateway.messages import Kind, Message
+from gateway.resume import Position, parse_token, token
+from gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 4096
+"""Bytes a client frame may hold: an op is tiny, so anything longer is a mistake."""
+
+
+class Refused(Exception):
+    """A client frame that cannot be carried out: answered with an error, socket kept."""
+
+    def __init__(self, code: str, text: str, build_id: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.build_id = build_id
+
+
+@dataclass(eq=False, slots=True)
+class _Feed:
+    """One subscribed build: its hold on the watch, its queue and its path through the seq."""
+
+    subscriber: Subscriber
+    follower: Follower
+    held: contextlib.AsyncExitStack
+    first: list[Message] = field(default_factory=list)  # the catch-up, sent before live ones
+
+
+class _Socket:
+    def __init__(self, ws: web.WebSocketResponse, state: GatewayState) -> None:
+        self._ws = ws
+        self._state = state
+        self._feeds: dict[str, _Feed] = {}
+        self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
+        self._wakeup = asyncio.Event()
+        self._close_code: int | None = None
+
+    async def on_frame(self, frame: Any) -> None:
+        try:
+            await self._carry_out(self._parse(frame))
+        except Refused as exc:
+            body = {"type": "error", "buildId": exc.build_id, "code": exc.code, "message": str(exc)}
+            self._reply(body)
+
+    def _parse(self, frame: Any) -> dict[str, Any]:
+        if frame.type is not WSMsgType.TEXT:
+            raise Refused("bad_request", "frames are JSON text; binary frames are not understood")
+        if len(frame.data) > MAX_FRAME:
+            raise Refused("bad_request", f"a frame holds at most {MAX_FRAME} bytes")
+        try:
+            op = codec.loads(frame.data)
+        except ValueError:
+            raise Refused("bad_request", "a frame is one JSON object") from None
+        if not isinstance(op, dict):
+            raise Refused("bad_request", "a frame is one JSON object")
+        return op
+
+    async def _carry_out(self, op: dict[str, Any]) -> None:
+        kind = op.get("op")
+        if kind == "ping":
+            self._reply({"type": "pong"})
+            return
+        if kind not in ("subscribe", "unsubscribe"):
+            raise Refused("bad_request", "op is one of subscribe, unsubscribe, ping")
+        raw = op.get("buildId")
+        if not isinstance(raw, str):
+            raise Refused("bad_request", "buildId is a string")
+        try:
+            build_id = check_build_id(raw)
+        except BuildcastError as exc:
+            raise Refused("bad_request", str(exc), raw[:200]) from None
+        if kind == "unsubscribe":
+            await self._unsubscribe(build_id)
+            return
+        since = op.get("since")
+        if since is not None and not isinstance(since, str):
+            raise Refused("bad_request", "since is a resume token (a string)", build_id)
+        await self._subscribe(build_id, parse_token(build_id, since))
+
+    async def _subscribe(self, build_id: str, since: Position | None) -> None:
+        if build_id in self._feeds:
+            await self._unsubscribe(build_id)  # a resubscribe restarts from `since`
+        limit = self._state.settings.stream_builds
+        if len(self._feeds) >= limit:
+            raise Refused("too_many", f"a socket follows at most {limit} builds", build_id)
+        state = self._state
+        held = contextlib.AsyncExitStack()
+        try:
+            await held.enter_async_context(state.watches.watching(build_id))
+        except (UpstreamNotFound, UpstreamBadRequest) as exc:
+            await held.aclose()
+            code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
+            raise Refused(code, str(exc), build_id) from None
+        except BuildcastError as exc:
+            await held.aclose()
+            raise Refused("upstream_unavailable", str(exc), build_id) from None
+        subscriber = Subscriber(
+            build_id, state.settings.subscriber_buffer, self._too_slow, self._wakeup
+        )
+        feed = _Feed(subscriber, Follower(state.bus, build_id), held)
+        self._feeds[build_id] = feed
+        await state.fanout.attach(subscriber)
+        try:
+            feed.first = await feed.follower.catch_up(since)
+        except BusUnavailable as exc:
+            await self._unsubscribe(build_id)
+            raise Refused("upstream_unavailable", str(exc), build_id) from None
+        self._wakeup.set()
+
+    async def _unsubscribe(self, build_id: str) -> None:
+        feed = self._feeds.pop(build_id, None)
+        if feed is not None:
+            await self._state.fanout.detach(feed.subscriber)
+            await feed.held.aclose()
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        self._replies.append(codec.dumps(body))
+        self._wakeup.set()
+
+    def _too_slow(self) -> None:
+        self._close_code = WSCloseCode.TRY_AGAIN_LATER
+        self._wakeup.set()
+
+    async def write(self) -> None:
+        """Send replies and every subscribed build's messages, until the socket must close."""
+        try:
+            await self._write()
+        except Exception:  # a bug: tell the client to come back, keep the traceback for us
+            log.exception("websocket writer failed")
+            await self._ws.close(code=WSCloseCode.INTERNAL_ERROR)
+
+    async def _write(self) -> None:
+        write_timeout = self._state.settings.write_timeout
+        while True:
+            self._wakeup.clear()
+            frames = self._replies
+            self._replies = []
+            for build_id, feed in list(self._feeds.items()):
+                batch, feed.first = feed.first, []
+                if feed.subscriber.pending:
+                    try:
+                        batch += await feed.follower.admit(feed.subscriber.take())
+                    except BusUnavailable:
+                        self._close_code = WSCloseCode.TRY_AGAIN_LATER
+                frames += [self._frame(feed, m) for m in batch]
+                if any(m.ends_stream for m in batch):
+                    await self._unsubscribe(build_id)
+            if any(feed.subscriber.closed for feed in self._feeds.values()):
+                self._close_code = WSCloseCode.GOING_AWAY
+            try:
+                async with asyncio.timeout(write_timeout):
+                    for frame in frames:
+                        await self._ws.send_frame(frame, WSMsgType.TEXT)
+            except TimeoutError:
+                self._close_code = WSCloseCode.TRY_AGAIN_LATER
+            if self._close_code is not None:
+                await self._ws.close(code=self._close_code)
+                return
+            if not frames:
+                await self._wakeup.wait()
+
+    @staticmethod
+    def _frame(feed: _Feed, message: Message) -> bytes:
+        if message.kind is Kind.ERROR and (at := feed.follower.at) is not None:
+            return codec.ws_message(token(message.build_id, at), message)
+        return message.ws_frame
+
+    async def close(self) -> None:
+        for build_id in list(self._feeds):
+            await self._unsubscribe(build_id)
+
+
+def check_origin(request: web.Request, allowed: tuple[str, ...]) -> None:
+    """PROTOCOL.md: no Origin (a service, a CLI) is fine; a browser's must be ours or allowed.
+
+    Ours is this Host under http or https: behind a TLS proxy the request arrives as
+    http, and a page cannot choose another page's Origin, so the scheme adds nothing.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None or origin in allowed:
+        return
+    if origin in (f"http://{request.host}", f"https://{request.host}"):
+        return
+    raise Forbidden(f"Origin {origin} may not open a WebSocket here")
+
+
+async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResponse:
+    check_origin(request, state.settings.allowed_origins)
+    ws = web.WebSocketResponse(
+        heartbeat=state.settings.heartbeat,
+        max_msg_size=64 * MAX_FRAME,  # beyond this aiohttp closes with 1009; below, we answer
+        compress=False,  # frames are encoded once for every subscriber, not per socket
+    )
+    await ws.prepare(request)
+    state.sockets.add(ws)
+    socket = _Socket(ws, state)
+    writer = asyncio.create_task(socket.write(), name="ws writer")
+    try:
+        async for frame in ws:
+            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await socket.on_frame(frame)
+            if writer.done():
+                break
+    except Exception:
+        log.exception("websocket failed")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await socket.close()
+        state.sockets.discard(ws)
+    return ws
