@@ -19,6 +19,7 @@ from gateway.fanout import Fanout
 from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
 from gateway.lease import Lease, LocalLease, RedisLease, replica_name
 from gateway.redis_client import RedisConnection
+from gateway.registry import LocalRegistry, RedisRegistry, Registry
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
 from gateway.transports import sse, ws
@@ -36,16 +37,19 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
     upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
     bus: Bus
     lease: Lease
+    registry: Registry
     if redis is None:
         bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
-        lease = LocalLease()
+        lease, registry = LocalLease(), LocalRegistry()
     else:
+        replica = replica_name()
         bus = RedisBus(redis, history=settings.history, retention=settings.retention)
-        lease = RedisLease(redis, replica_name(), settings.lease_ttl)
+        lease = RedisLease(redis, replica, settings.lease_ttl)
+        registry = RedisRegistry(redis, replica, settings.lease_ttl)
     fanout = Fanout(bus)
     watches = Watches(settings, upstream, bus, lease)
     app = web.Application(middlewares=[errors_as_json])
-    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches)
+    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches, registry)
     app[REDIS] = redis
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
@@ -70,7 +74,9 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.bus.start(state.fanout.deliver)
+    await state.registry.start(state.watches.local_viewers)
     yield
+    await state.registry.close()
     await state.watches.close()
     await state.bus.close()
     await state.upstream.aclose()
@@ -134,7 +140,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def watched(request: web.Request) -> web.Response:
-    builds = await request.app[STATE].watches.watched()
+    """Every build watched in the deployment, with its summary and all replicas' viewers."""
+    state = request.app[STATE]
+    viewers = await state.registry.viewers()
+    summaries = await state.bus.summaries(sorted(viewers))
+    builds = [{**summary, "viewers": viewers[b]} for b, summary in summaries.items()]
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
 
 

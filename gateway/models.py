@@ -287,3 +287,19 @@ def build_view(
         "events": [event_view(event) for event in build.events],
         "stale": stale,
     }
+
+
+def summarize(view: View) -> View:
+    """What a list of builds shows of one: status, freshness, partition counts."""
+    statuses = [p["status"] for p in view["partitions"].values()]
+    return {
+        "buildId": view["buildId"],
+        "status": view["status"],
+        "updatedAtMs": view["updatedAtMs"],
+        "stale": view["stale"],
+        "partitions": {
+            "total": len(statuses),
+            "available": statuses.count(PartitionState.AVAILABLE),
+            "failed": statuses.count(PartitionState.FAILED),
+        },
+    }

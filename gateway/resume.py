@@ -51,6 +51,10 @@ def parse_token(build_id: str, text: str | None) -> Position | None:
     return Position(epoch, int(seq))
 
 
+MAX_CURSOR_TOKENS = 256
+"""Tokens read from one cursor: more than any stream holds, few enough to read cheaply."""
+
+
 def cursor(build_ids: list[str], positions: dict[str, Position]) -> str:
     """A multi-build stream's resume id: the token of each build with a position, `~`-joined.
 
@@ -64,11 +68,11 @@ def parse_cursor(build_ids: list[str], text: str | None) -> dict[str, Position]:
     """The position of each of `build_ids` that the cursor names; garbage names none."""
     if not text:
         return {}
-    tokens = text.split("~", len(build_ids))[: len(build_ids)]
+    tokens = text.split("~", MAX_CURSOR_TOKENS)[:MAX_CURSOR_TOKENS]
+    by_tag = {part.rpartition(".")[2]: part for part in tokens}
     found: dict[str, Position] = {}
     for build_id in build_ids:
-        for part in tokens:
-            if (at := parse_token(build_id, part)) is not None:
-                found[build_id] = at
-                break
+        at = parse_token(build_id, by_tag.get(build_tag(build_id)))
+        if at is not None:
+            found[build_id] = at
     return found

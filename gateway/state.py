@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.bus.base import Bus
 from gateway.fanout import Fanout
+from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 from gateway.watch import Watches
@@ -20,6 +21,7 @@ class GatewayState:
     bus: Bus
     fanout: Fanout
     watches: Watches
+    registry: Registry
     # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 

@@ -24,14 +24,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from gateway import codec
 from gateway.aio import stop, stopping
 from gateway.bus.base import Bus
 from gateway.errors import BusUnavailable, UpstreamNotFound, UpstreamUnavailable
 from gateway.lease import Lease
-from gateway.models import PartitionState, View
+from gateway.models import View
 from gateway.poller import Poller
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -235,18 +233,9 @@ class Watches:
         watch = self._watches.get(build_id)
         return watch is not None and watch.poller is not None
 
-    async def watched(self) -> list[dict[str, Any]]:
-        """The builds watched here, with their progress and this replica's viewer counts."""
-        summaries = []
-        for build_id, watch in list(self._watches.items()):
-            view = watch.view
-            if view is None and watch.stored:
-                with contextlib.suppress(BusUnavailable):
-                    if (latest := await self._bus.latest(build_id)) is not None:
-                        view = codec.loads(codec.snapshot_view(latest))
-            if view is not None:
-                summaries.append(_summary(build_id, watch.viewers, view))
-        return summaries
+    def local_viewers(self) -> dict[str, int]:
+        """This replica's viewers per watched build (0 while in its grace period)."""
+        return {build_id: watch.viewers for build_id, watch in self._watches.items()}
 
     async def close(self) -> None:
         """Stop every poller and release its lease, so other replicas take over at once."""
@@ -255,19 +244,3 @@ class Watches:
         for watch in watches:
             watch.notify()
         await stop((watch.keeper for watch in watches), timeout=2 * self._settings.lease_ttl)
-
-
-def _summary(build_id: str, viewers: int, view: View) -> dict[str, Any]:
-    statuses = [p["status"] for p in view.get("partitions", {}).values()]
-    return {
-        "buildId": build_id,
-        "status": view.get("status"),
-        "updatedAtMs": view.get("updatedAtMs"),
-        "stale": view.get("stale", False),
-        "viewers": viewers,
-        "partitions": {
-            "total": len(statuses),
-            "available": statuses.count(PartitionState.AVAILABLE),
-            "failed": statuses.count(PartitionState.FAILED),
-        },
-    }

@@ -17,6 +17,7 @@ from gateway import codec, messages
 from gateway.bus import Bus, MemoryBus
 from gateway.bus.redis import RedisBus
 from gateway.messages import Message
+from gateway.models import summarize
 from gateway.redis_client import RedisConnection, connect
 from gateway.resume import Position
 from tests.redis_servers import RedisCluster, RedisServer
@@ -67,7 +68,17 @@ async def received(got: list[Message], count: int) -> list[Message]:
 
 
 def view(seq: int, status: str = "BuildRequestExecuting") -> dict[str, object]:
-    return {"buildId": "b", "seq": seq, "status": status, "partitions": {}, "events": []}
+    return {
+        "buildId": "b",
+        "seq": seq,
+        "status": status,
+        "updatedAtMs": 1000 + seq,
+        "stale": False,
+        "partitions": {
+            "p": {"status": "PartitionAvailable", "updatedAtMs": 1, "delegatedTo": None}
+        },
+        "events": [],
+    }
 
 
 async def publish_run(bus: Bus, build_id: str, count: int, epoch: str = EPOCH) -> list[Message]:
@@ -148,3 +159,11 @@ async def test_errors_are_delivered_but_not_kept(bus: Bus) -> None:
     await received(got, 3)
     assert got[-1] == error
     assert await bus.history("b", Position(EPOCH, 2)) == []
+
+
+async def test_summaries_tell_lists_what_they_show_without_whole_views(bus: Bus) -> None:
+    await bus.start(lambda m: None)
+    await publish_run(bus, "b", 3)
+    summaries = await bus.summaries(["b", "nobody"])
+    assert summaries == {"b": summarize(view(3, "S3"))}
+    assert summaries["b"]["partitions"] == {"total": 1, "available": 1, "failed": 0}

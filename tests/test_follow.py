@@ -99,3 +99,9 @@ def test_a_cursor_resumes_the_builds_it_names_in_any_order() -> None:
     assert cursor(["br-1"], at) == token("br-1", at["br-1"]), "one build: its token"
     for garbage in ("", "~~~", "x~y", "~".join([text] * 100)):
         assert set(parse_cursor(["br-9"], garbage)) == set()
+
+
+def test_a_cursor_of_more_builds_resumes_a_stream_of_fewer() -> None:
+    at = {f"br-{i}": Position("e", i + 1) for i in range(5)}
+    text = cursor(list(at), at)
+    assert parse_cursor(["br-3", "br-4"], text) == {"br-3": at["br-3"], "br-4": at["br-4"]}

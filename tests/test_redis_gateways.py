@@ -229,3 +229,39 @@ async def test_a_full_redis_refuses_writes_for_a_while_and_nothing_is_lost(
     assert viewer.view is not None and viewer.view["seq"] > seq and not viewer.gaps
     async with session.get(replica.make_url(f"/api/v1/builds/{build_id}")) as response:
         assert viewer.view == await response.json()
+
+
+async def test_watched_lists_the_whole_deployment_with_summed_viewers(
+    start_replica: StartReplica, sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    first, second = await start_replica(), await start_replica()
+    shared, elsewhere = sim.create_build(["p/0", "p/1"]), sim.create_build(["q/0"])
+    viewers = [
+        Viewer(session, stream_url(first, shared)),
+        Viewer(session, stream_url(second, shared)),
+        Viewer(session, stream_url(second, shared)),
+        Viewer(session, stream_url(second, elsewhere)),
+    ]
+    follows = [asyncio.create_task(v.follow(lambda view: False, timeout=30)) for v in viewers]
+    await until(lambda: all(v.view is not None for v in viewers))
+
+    async def listed(replica: TestServer) -> dict[str, dict[str, Any]]:
+        async with session.get(replica.make_url("/api/v1/watched")) as response:
+            return {b["buildId"]: b for b in (await response.json())["builds"]}
+
+    async with asyncio.timeout(5):  # each replica reports every third of the lease time
+        while {b: s["viewers"] for b, s in (await listed(first)).items()} != {
+            shared: 3,
+            elsewhere: 1,
+        }:
+            await asyncio.sleep(0.1)
+    summary = (await listed(first))[elsewhere]
+    assert summary["status"].startswith("BuildRequest")
+    assert summary["partitions"] == {"total": 1, "available": 0, "failed": 0}
+    for follow in follows:
+        follow.cancel()
+    await asyncio.gather(*follows, return_exceptions=True)
+    await second.close()  # it leaves the sums at once, not after the lease time
+    now = await listed(first)
+    assert elsewhere not in now, "only the closed replica watched it"
+    assert now[shared]["viewers"] == 0, "still polled here for its grace period"

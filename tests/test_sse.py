@@ -194,7 +194,7 @@ async def test_a_bug_answers_json_500_without_a_traceback(
     def broken() -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(gateway.app[STATE].watches, "watched", broken)
+    monkeypatch.setattr(gateway.app[STATE].registry, "viewers", broken)
     async with session.get(gateway.make_url("/api/v1/watched")) as response:
         assert response.status == 500
         body = await response.text()

@@ -63,6 +63,9 @@ class Bus(Protocol):
     async def retain(self, build_id: str) -> Position | None:
         """Keep the build's stored state alive (its poller runs); its position, None if lost."""
 
+    async def summaries(self, build_ids: list[str]) -> dict[str, View]:
+        """`models.summarize` of each build's stored view, for those that have one."""
+
     async def history(self, build_id: str, since: Position) -> list[Message] | None:
         """Kept messages after `since`, oldest first; None if they no longer all exist."""
 

@@ -18,7 +18,7 @@ from itertools import islice
 from gateway import messages
 from gateway.bus.base import Deliver
 from gateway.messages import Kind, Message
-from gateway.models import View
+from gateway.models import View, summarize
 from gateway.resume import Position
 
 
@@ -92,6 +92,9 @@ class MemoryBus:
 
     async def retain(self, build_id: str) -> Position | None:
         return await self.position(build_id)
+
+    async def summaries(self, build_ids: list[str]) -> dict[str, View]:
+        return {b: summarize(self._builds[b].view) for b in build_ids if b in self._builds}
 
     async def history(self, build_id: str, since: Position) -> list[Message] | None:
         build = self._builds.get(build_id)

@@ -31,10 +31,10 @@ from redis.asyncio.client import PubSub
 from gateway import messages
 from gateway.aio import stop, stopping
 from gateway.bus.base import Deliver
-from gateway.codec import dumps
+from gateway.codec import dumps, loads
 from gateway.errors import BusUnavailable
 from gateway.messages import Kind, Message
-from gateway.models import View
+from gateway.models import View, summarize
 from gateway.redis_client import FAULTS, RedisConnection, build_key, reaching_redis
 from gateway.resume import Position
 
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 _HELLO = "bc:hello"
 """A channel subscribed first on every connection: its confirmation means the rest are too."""
 
-# KEYS: state, log. ARGV: kind, epoch, seq, payload, view, history, retention ms, channel.
+# KEYS: state, log. ARGV: kind, epoch, seq, payload, view, history, retention ms, channel,
+# summary (what lists of builds show, read without the whole view).
 _PUBLISH = """
 if ARGV[1] ~= 'error' then
   local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
@@ -51,7 +52,7 @@ if ARGV[1] ~= 'error' then
   local fresh = ARGV[1] == 'snapshot' and not stored[1]
   if not (follows or fresh) then return 0 end
   if fresh then redis.call('DEL', KEYS[2]) end
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'view', ARGV[5])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'view', ARGV[5], 'summary', ARGV[9])
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ARGV[3] .. '-0', 'm', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
@@ -201,6 +202,7 @@ class RedisBus:
             self._history,
             self._retention_ms,
             build_key(message.build_id, "msgs"),
+            b"" if view is None else dumps(summarize(view)),
         ]
         with reaching_redis():
             return bool(await self._publish(keys=keys, args=args))
@@ -231,6 +233,14 @@ class RedisBus:
         if build_key(build_id, "msgs") in self._channels:
             self._snapshots[build_id] = snapshot
         return snapshot
+
+    async def summaries(self, build_ids: list[str]) -> dict[str, View]:
+        with reaching_redis():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for build_id in build_ids:
+                    pipe.hget(build_key(build_id, "state"), "summary")
+                found = await pipe.execute()
+        return {b: loads(s) for b, s in zip(build_ids, found, strict=True) if s}
 
     async def history(self, build_id: str, since: Position) -> list[Message] | None:
         keys = [build_key(build_id, "state"), build_key(build_id, "log")]
