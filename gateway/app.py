@@ -5,10 +5,12 @@ upstream client -> poller -> diff -> bus -> fan-out -> SSE -> pages and clients
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import yaml
 from aiohttp import WSCloseCode, web
 
 from gateway import codec
@@ -63,6 +65,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
             web.get("/api/v1/stream", multi_stream, allow_head=False),
             web.get("/api/v1/ws", websocket, allow_head=False),
             web.get("/api/v1/watched", watched),
+            web.get("/api/v1/openapi.json", api_document),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.static("/static", settings.web_root),
@@ -146,6 +149,17 @@ async def watched(request: web.Request) -> web.Response:
     summaries = await state.bus.summaries(sorted(viewers))
     builds = [{**summary, "viewers": viewers[b]} for b, summary in summaries.items()]
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
+
+
+async def api_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API (docs/openapi.yaml, as JSON)."""
+    body = _api_document(request.app[STATE].settings.api_document)
+    return web.Response(body=body, content_type="application/json")
+
+
+@functools.cache
+def _api_document(path: Path) -> bytes:
+    return codec.dumps(yaml.safe_load(path.read_text()))
 
 
 async def healthz(request: web.Request) -> web.Response:

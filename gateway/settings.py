@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+API_DOCUMENT = WEB_ROOT.parent / "docs" / "openapi.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +59,4 @@ class Settings:
     # How long a viewer waits for the first view of a build before a 503.
     first_view_timeout: float = 15.0
     web_root: Path = WEB_ROOT
+    api_document: Path = API_DOCUMENT

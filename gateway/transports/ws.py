@@ -15,9 +15,10 @@ answering. Close codes tell the client what to do:
 
     1000  normal: the client asked
     1001  going away: the server shuts down; reconnect (elsewhere) and resubscribe
-    1008  policy: a browser Origin that is not allowed; do not reconnect
     1011  internal error; reconnect
     1013  try again later: the client fell too far behind; reconnect with `since`
+
+A browser Origin that is not allowed is refused with 403 before the upgrade.
 """
 
 from __future__ import annotations
