@@ -1,5 +1,6 @@
 "use strict";
-// Shared by the pages: DOM building that only ever sets text (never HTML), and status colours.
+// Shared by the pages: DOM building that only ever sets text (never HTML), status colours,
+// and time formatting in the viewer's own time zone.
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -14,17 +15,93 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// The seed's colours: success for done, warning for in progress, error for failed,
+// neutral for everything else (including statuses this page does not know).
 const TONES = {
   BuildRequestCompleted: "success", PartitionAvailable: "success", JobCompleted: "success",
   BuildRequestExecuting: "warning", PartitionBuilding: "warning", JobRunning: "warning",
   BuildRequestFailed: "error", PartitionFailed: "error", JobFailed: "error",
 };
 
+function toneOf(status) {
+  return TONES[status] || "neutral";
+}
+
 function badge(status) {
-  const text = status || "Unknown";
-  return el("span", { class: `badge ${TONES[status] || "neutral"}` }, text);
+  return setBadge(el("span", {}), status);
+}
+
+/** Updates a badge in place: its text is the status itself, so colour is never the only cue. */
+function setBadge(node, status) {
+  node.className = `badge ${toneOf(status)}`;
+  node.textContent = status || "Unknown";
+  return node;
+}
+
+/** "PartitionAvailable" -> "Available": for compact labels next to the full status. */
+function statusLabel(status) {
+  if (!status) return "Unknown";
+  return String(status).replace(/^(BuildRequest|Partition|Job)(?=[A-Z])/, "");
 }
 
 function formatTime(ms) {
   return ms === null || ms === undefined ? "—" : new Date(ms).toLocaleString();
+}
+
+// Formatters are made once: a fresh one per call (what toLocaleString does) costs more than
+// the rest of a partition card's update, thousands of times over on a large build.
+const DATE_FORMATS = {
+  full: new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  }),
+  time: new Intl.DateTimeFormat(undefined, {
+    hour: "numeric", minute: "2-digit", second: "2-digit",
+  }),
+  dayTime: new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  }),
+};
+
+/** Date and time with the time zone's name, e.g. "27 Nov 2026, 14:03:05 CET". */
+function formatDateTime(ms) {
+  return ms === null || ms === undefined ? "—" : DATE_FORMATS.full.format(ms);
+}
+
+/** The time of day for today's times, the date too for older ones. */
+function formatWhen(ms, now = Date.now()) {
+  if (ms === null || ms === undefined) return "—";
+  const date = new Date(ms);
+  const today = new Date(now);
+  const sameDay = date.getFullYear() === today.getFullYear() && date.getMonth() === today.getMonth()
+    && date.getDate() === today.getDate();
+  return (sameDay ? DATE_FORMATS.time : DATE_FORMATS.dayTime).format(date);
+}
+
+/** A duration for people: "12 s", "3 min 05 s", "2 h 04 min", "3 d 2 h". */
+function formatDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, "0")} s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h} h ${String(m % 60).padStart(2, "0")} min`;
+  return `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+/** "just now", "42 s ago", "3 min ago", "2 h ago", "4 d ago" (clock skew reads as "just now"). */
+function formatAgo(ms, now = Date.now()) {
+  if (ms === null || ms === undefined) return "";
+  const s = Math.floor((now - ms) / 1000);
+  if (s < 5) return "just now";
+  if (s < 60) return `${s} s ago`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} d ago`;
+}
+
+function isoTime(ms) {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
 }
