@@ -164,13 +164,22 @@ class Poller:
         build = self._build
         if build is None:  # a 304 before any body: only if the upstream ignores our missing ETag
             raise UpstreamUnavailable(f"upstream sent 304 for {self.build_id} without a body")
-        await self._refresh_partitions(self._refs_to_read(build))
+        refs = self._refs_to_read(build)
+        if self.view is None and len(refs) > self._settings.partition_concurrency:
+            # A first look at a large build: show what its events tell now, rather than
+            # after thousands of partition reads; the statuses read follow as a delta.
+            await self._publish(self._view(build))
+            self._settle(None)
+        await self._refresh_partitions(refs)
+        await self._publish(self._view(build))
+
+    def _view(self, build: BuildStatus) -> View:
         derived = partitions_from_events(build)
         partitions = {
             ref: _newest(self._partitions.get(ref), derived.get(ref)) or UNKNOWN_PARTITION
             for ref in build.requested_partitions
         }
-        await self._publish(build_view(build, partitions, seq=self._seq + 1, stale=False))
+        return build_view(build, partitions, seq=self._seq + 1, stale=False)
 
     def _refs_to_read(self, build: BuildStatus) -> list[str]:
         requested = build.requested_partitions

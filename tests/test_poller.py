@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
+from typing import Any
 
 import aiohttp
 import pytest
@@ -102,15 +103,30 @@ async def test_a_storm_of_unknown_ids_costs_one_upstream_request(
     assert (await control.stats())["builds"].get("br-nope") == 1
 
 
+def known(view: dict[str, Any]) -> bool:
+    return all(p["status"] is not None for p in view["partitions"].values())
+
+
+async def test_a_large_build_is_shown_before_its_partitions_are_read(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    build_id = sim.create_build(200)
+    viewer = Viewer(session, stream_url(gateway, build_id))
+    await viewer.follow(known)
+    first = viewer.messages[0]
+    assert first.event == "snapshot" and not known(first.data["view"]), "at once, statuses to come"
+    assert viewer.messages[-1].event == "delta" and not viewer.gaps
+
+
 async def test_partitions_are_read_when_events_mention_them_not_every_poll(
     sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
 ) -> None:
     build_id = sim.create_build(200)
     await control.reset()
     viewer = Viewer(session, stream_url(gateway, build_id))
-    await viewer.follow(lambda view: True)
+    await viewer.follow(known)
     first = await control.stats()
-    assert first["endpoints"]["partition_status"] == 200, "all of them for the first snapshot"
+    assert first["endpoints"]["partition_status"] == 200, "all of them for the first view"
     await asyncio.sleep(1.0)  # about ten polls with no change upstream
     quiet = await control.stats()
     assert quiet["endpoints"]["build"] >= first["endpoints"]["build"] + 5
