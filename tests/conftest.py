@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, async_playwright
 from yarl import URL
 
 from gateway.app import create_app
@@ -22,10 +23,35 @@ M = TypeVar("M", bound=Managed)
 
 StartGateway = Callable[..., Awaitable[TestServer]]
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
+"""Figures and screenshots the tests write (not committed; the best go into docs/)."""
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags a root, offline, headless Chromium needs here: no sandbox for root, and no
+# background calls to Google's hosts, which this machine's closed network refuses.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def raw_url(server: TestServer, path: str) -> URL:
     """A URL whose path goes on the wire exactly as written (percent-escapes kept)."""
     return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium (never a downloaded one), driven by Playwright."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        await chromium.close()
 
 
 @pytest.fixture

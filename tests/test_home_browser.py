@@ -7,22 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from gateway.simulator import Simulator
-from tests.test_page_browser import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.browser
 
 WAIT = 15_000  # ms: generous, the machine is small and other suites run beside this one
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture

@@ -18,38 +18,17 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from gateway.diff import apply
 from gateway.simulator import HOSTILE_LOG_LINE, Simulator
-from tests.conftest import Upstream, raw_url
+from tests.conftest import ARTIFACTS, Upstream, raw_url
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
 WEB = Path(__file__).parent.parent / "web"
-# The flags a root, offline, headless Chromium needs here: no sandbox for root, and no
-# background calls to Google's hosts, which this machine's closed network refuses.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT = 10_000  # ms: generous, the machine is small and shared with other tests
 HIDDEN_CLOSE = "window.BUILDCAST_HIDDEN_CLOSE_MS = 300;"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture

@@ -12,20 +12,16 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from gateway.simulator import HOSTILE_LOG_LINE, Simulator
-from tests.conftest import StartGateway
+from tests.conftest import ARTIFACTS, StartGateway
 from tests.test_page_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    FLAGS,
     FakeGateway,
     eventually,
     rest_view,
@@ -145,14 +141,6 @@ def burst_changes(k: int) -> dict[str, Any]:
     if k == BURST:
         changes["status"] = "BuildRequestFailed"
     return changes
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture

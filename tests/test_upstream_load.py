@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import aiohttp
 from aiohttp.test_utils import TestServer
 
 from gateway.simulator import Simulator
-from tests.conftest import StartGateway, Upstream
+from tests.conftest import ARTIFACTS, StartGateway, Upstream
 from tests.sse import Viewer, ended
 from tests.test_sse import drive, stream_url
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 PARTITIONS = 6
 
 

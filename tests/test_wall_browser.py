@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -12,26 +12,17 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator
-from tests.conftest import StartGateway, Upstream
-from tests.test_page_browser import ARTIFACTS, CHROMIUM, FLAGS
+from tests.conftest import ARTIFACTS, StartGateway, Upstream
 
 pytestmark = pytest.mark.browser
 
 DOCS_IMAGES = Path(__file__).parent.parent / "docs" / "images"
 WAIT = 15_000  # ms: generous, the machine is small and other suites run beside this one
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        await chromium.close()
 
 
 async def new_page(browser: Browser, width: int = 1600, height: int = 900, **knobs: Any) -> Page:

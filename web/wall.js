@@ -89,27 +89,6 @@
     return Number(m[1]) * unit;
   }
 
-  /** "12 s", "3 min 05 s", "2 h 04 min", "3 d 2 h". */
-  function duration(ms) {
-    const s = Math.max(0, Math.floor(ms / 1000));
-    if (s < 60) return `${s} s`;
-    const m = Math.floor(s / 60);
-    if (m < 60) return `${m} min ${String(s % 60).padStart(2, "0")} s`;
-    const h = Math.floor(m / 60);
-    if (h < 24) return `${h} h ${String(m % 60).padStart(2, "0")} min`;
-    return `${Math.floor(h / 24)} d ${h % 24} h`;
-  }
-
-  function ago(ms) {
-    if (ms < 5000) return "just now";
-    const s = Math.floor(ms / 1000);
-    if (s < 60) return `${s} s ago`;
-    const m = Math.floor(s / 60);
-    if (m < 60) return `${m} min ago`;
-    const h = Math.floor(m / 60);
-    return h < 48 ? `${h} h ago` : `${Math.floor(h / 24)} d ago`;
-  }
-
   /** The upstream's clock, estimated from live deltas, so elapsed times survive a wrong TV clock. */
   function serverNow() {
     return Date.now() - (clockSamples.length ? Math.min(...clockSamples) : 0);
@@ -268,9 +247,9 @@
     tile.elapsed.hidden = false;
     if (ENDED.has(view.status)) {
       const end = Number.isFinite(view.updatedAtMs) ? view.updatedAtMs : view.createdAtMs;
-      setText(tile.elapsed, `took ${duration(end - view.createdAtMs)} · ended ${ago(serverNow() - end)}`);
+      setText(tile.elapsed, `took ${formatDuration(end - view.createdAtMs)} · ended ${formatAgo(end, serverNow())}`);
     } else {
-      setText(tile.elapsed, `running ${duration(serverNow() - view.createdAtMs)}`);
+      setText(tile.elapsed, `running ${formatDuration(serverNow() - view.createdAtMs)}`);
     }
   }
 
@@ -545,7 +524,7 @@
   function renderConn() {
     const { state, reason } = conn;
     const now = Date.now();
-    const age = lastMessageAt === null ? "" : ` · last message ${ago(now - lastMessageAt)}`;
+    const age = lastMessageAt === null ? "" : ` · last message ${formatAgo(lastMessageAt, now)}`;
     let text;
     switch (state) {
       case "live": text = `live${age}`; break;
