@@ -267,6 +267,7 @@ class Client:
         down = False
         while state.following:
             problem: str | None = None
+            opened = False
             try:
                 async with aconnect_sse(
                     self._http, "GET", state.url(), params=state.params(), headers=state.headers()
@@ -279,7 +280,7 @@ class Client:
                             raise refusal
                         problem = str(refusal)
                     else:
-                        failures = 0
+                        opened, failures = True, 0
                         if down:
                             down = False
                             on_connection(Connectivity(True, ""))
@@ -292,7 +293,12 @@ class Client:
                                 if not state.following or state.resyncing:
                                     break
             except httpx.TransportError as exc:
-                problem = _unreachable(exc)
+                # A stream that broke after it opened (a replica died, a slow reader was cut
+                # off) is no outage yet: only a failed reconnect is.
+                if opened:
+                    log.debug("stream from %s broke: %s", self.gateway, exc)
+                else:
+                    problem = _unreachable(exc)
             if problem is not None:
                 failures += 1
                 log.debug("gateway %s: %s (attempt %d)", self.gateway, problem, failures)
@@ -318,7 +324,12 @@ class Follow:
         return self
 
     async def __anext__(self) -> Update:
-        return await self._updates.__anext__()
+        try:
+            return await self._updates.__anext__()
+        except BaseException:  # it ended (done, raised or cancelled): the client forgets it
+            with contextlib.suppress(ValueError):
+                self._owner.remove(self)
+            raise
 
     async def aclose(self) -> None:
         with contextlib.suppress(ValueError):

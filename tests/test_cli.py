@@ -59,6 +59,7 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["simulate", "--enum-style", "loud"], {}, "is not one of"),
         (["--log-level", "chatty", "simulate"], {}, "is not one of"),
         (["serve", "--upstream", "http://x", "--redis", "http://r"], {}, "not a redis://"),
+        (["serve", "--upstream", "http://x", "--allow-origin", "wall.test"], {}, "not an Origin"),
         (
             ["serve", "--upstream", "http://x"],
             {"BUILDCAST_REDIS": "redis://127.0.0.1:9/0"},
@@ -87,9 +88,10 @@ def test_a_taken_port_is_one_clear_line() -> None:
 def test_the_demo_prints_where_to_point_a_browser_and_serves_it() -> None:
     with running("demo", "--port", "0", ready="Ctrl+C") as (_, lines):
         urls = [line.split()[0] for line in lines if line.strip().startswith("http://")]
-        home, *builds = urls
-        assert len(builds) == 3
+        home, *builds, wall = urls
+        assert len(builds) == 3 and wall == home + "wall"
         assert httpx.get(home).status_code == 200
+        assert "text/html" in httpx.get(wall).headers["content-type"]
         page = httpx.get(builds[0])
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         build_id = builds[0].rsplit("/", 1)[1]
