@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.diff import apply
 from gateway.simulator import Simulator
+from gateway.state import STATE
 from tests.conftest import StartGateway
 from tests.test_sse import drive
 
@@ -206,3 +207,19 @@ async def test_shutdown_closes_sockets_with_going_away(
             assert frame.type is aiohttp.WSMsgType.CLOSE
             assert frame.data == aiohttp.WSCloseCode.GOING_AWAY, "reconnect, elsewhere"
         await closing
+
+
+async def test_a_peer_that_stops_answering_pings_is_closed_and_released(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(heartbeat=0.3)
+    build_id = sim.create_build(2)
+    silent = await connect(session, gateway, autoping=False)  # a peer that vanished
+    await silent.send(op="subscribe", buildId=build_id)
+    await silent.next()
+    state = gateway.app[STATE]
+    assert state.fanout.viewers(build_id) == 1
+    async with asyncio.timeout(10):
+        while state.fanout.viewers(build_id):
+            await asyncio.sleep(0.05)
+    assert not state.sockets, "the dead peer's socket was closed by the server"
