@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import yaml
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from gateway import codec
 from gateway.bus import Bus, MemoryBus
 from gateway.bus.redis import RedisBus
+from gateway.disconnect import SHUTDOWN
 from gateway.errors import BuildcastError
 from gateway.fanout import Fanout
 from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
@@ -92,7 +93,7 @@ async def _end_streams(app: web.Application) -> None:
     state = app[STATE]
     state.fanout.close()
     for socket in list(state.sockets):
-        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        await socket.close(code=SHUTDOWN.code, message=SHUTDOWN.reason.encode())
 
 
 @web.middleware

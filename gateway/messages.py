@@ -48,12 +48,11 @@ class Message:
     @property
     def ws_frame(self) -> bytes:
         """Its WebSocket text, built once on first demand (most deployments are SSE only)."""
-        if self._ws is None:
-            object.__setattr__(
-                self, "_ws", codec.ws_message(token(self.build_id, self.position), self)
-            )
-        assert self._ws is not None
-        return self._ws
+        text = self._ws
+        if text is None:
+            text = codec.ws_message(token(self.build_id, self.position), self)
+            object.__setattr__(self, "_ws", text)
+        return text
 
     @property
     def position(self) -> Position:

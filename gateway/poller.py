@@ -124,14 +124,14 @@ class Poller:
         """
         latest = await self._bus.latest(self.build_id)
         if latest is not None:
-            self._adopt(latest)
-            assert self.view is not None
-            self._partitions = dict(self.view["partitions"])
-            self._events_seen = len(self.view["events"])
+            view = self._adopt(latest)
+            self._partitions = dict(view["partitions"])
+            self._events_seen = len(view["events"])
 
-    def _adopt(self, stored: Message) -> None:
-        self._epoch, self._seq = stored.epoch, stored.seq
-        self.view = codec.loads(codec.snapshot_view(stored))
+    def _adopt(self, stored: Message) -> View:
+        view: View = codec.loads(codec.snapshot_view(stored))
+        self._epoch, self._seq, self.view = stored.epoch, stored.seq, view
+        return view
 
     def _settle(self, error: BuildcastError | None) -> None:
         """Resolve `wait_ready` with this attempt's outcome, while nobody has a view yet."""

@@ -67,14 +67,13 @@ class RedisConnection:
 
     def __init__(self, commands: Redis | RedisCluster, nodes: list[tuple[str, int]]) -> None:
         self.commands = commands
-        self.cluster = bool(nodes)
-        self._nodes = itertools.cycle(nodes) if nodes else None
+        self.cluster = isinstance(commands, RedisCluster)
+        self._nodes = itertools.cycle(nodes)
         self._node_clients: dict[tuple[str, int], Redis] = {}
 
     def pubsub_client(self) -> Redis:
         """A plain client to open pub/sub on; on a Cluster each call tries the next node."""
-        if self._nodes is None:
-            assert isinstance(self.commands, Redis)
+        if isinstance(self.commands, Redis):
             return self.commands
         node = next(self._nodes)
         if node not in self._node_clients:

@@ -179,9 +179,8 @@ class Watches:
         elif not await self._lease.renew(build_id):
             log.warning("lost the lease of %s: another replica polls it now", build_id)
             await self._stop_polling(watch, release=False)
-        elif watch.view is not None and await self._bus.retain(build_id) is None:
-            assert watch.poller is not None
-            await watch.poller.republish()
+        elif (poller := watch.poller) and poller.view and await self._bus.retain(build_id) is None:
+            await poller.republish()
 
     async def _still_wanted(self, watch: Watch) -> bool:
         """Whether a viewer here, the grace period, or another replica's viewers want it."""

@@ -11,12 +11,7 @@ One socket is two coroutines: the handler reads frames and changes
 subscriptions; a writer drains the fan-out's queues of every subscribed build
 into frames encoded once per message (`Message.ws_frame`). aiohttp pings the
 peer every `heartbeat` seconds and closes a socket whose peer stopped
-answering. Close codes tell the client what to do:
-
-    1000  normal: the client asked
-    1001  going away: the server shuts down; reconnect (elsewhere) and resubscribe
-    1011  internal error; reconnect
-    1013  try again later: the client fell too far behind; reconnect with `since`
+answering. Close codes, and whether to reconnect: `gateway.disconnect`.
 
 A browser Origin that is not allowed is refused with 403 before the upgrade.
 """
@@ -29,9 +24,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
-from gateway import codec
+from gateway import codec, disconnect
+from gateway.disconnect import Ending
 from gateway.errors import (
     BuildcastError,
     BusUnavailable,
@@ -78,7 +74,7 @@ class _Socket:
         self._feeds: dict[str, _Feed] = {}
         self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
         self._wakeup = asyncio.Event()
-        self._close_code: int | None = None
+        self._ending: Ending | None = None
 
     async def on_frame(self, frame: Any) -> None:
         try:
@@ -163,7 +159,7 @@ class _Socket:
         self._wakeup.set()
 
     def _too_slow(self) -> None:
-        self._close_code = WSCloseCode.TRY_AGAIN_LATER
+        self._ending = disconnect.TOO_SLOW
         self._wakeup.set()
 
     async def write(self) -> None:
@@ -172,7 +168,7 @@ class _Socket:
             await self._write()
         except Exception:  # a bug: tell the client to come back, keep the traceback for us
             log.exception("websocket writer failed")
-            await self._ws.close(code=WSCloseCode.INTERNAL_ERROR)
+            await _close(self._ws, disconnect.BUG)
 
     async def _write(self) -> None:
         write_timeout = self._state.settings.write_timeout
@@ -186,20 +182,20 @@ class _Socket:
                     try:
                         batch += await feed.follower.admit(feed.subscriber.take())
                     except BusUnavailable:
-                        self._close_code = WSCloseCode.TRY_AGAIN_LATER
+                        self._ending = disconnect.BUS_LOST
                 frames += [self._frame(feed, m) for m in batch]
                 if any(m.ends_stream for m in batch):
                     await self._unsubscribe(build_id)
             if any(feed.subscriber.closed for feed in self._feeds.values()):
-                self._close_code = WSCloseCode.GOING_AWAY
+                self._ending = disconnect.SHUTDOWN
             try:
                 async with asyncio.timeout(write_timeout):
                     for frame in frames:
                         await self._ws.send_frame(frame, WSMsgType.TEXT)
             except TimeoutError:
-                self._close_code = WSCloseCode.TRY_AGAIN_LATER
-            if self._close_code is not None:
-                await self._ws.close(code=self._close_code)
+                self._ending = disconnect.TOO_SLOW
+            if self._ending is not None:
+                await _close(self._ws, self._ending)
                 return
             if not frames:
                 await self._wakeup.wait()
@@ -229,6 +225,10 @@ def check_origin(request: web.Request, allowed: tuple[str, ...]) -> None:
     raise Forbidden(f"Origin {origin} may not open a WebSocket here")
 
 
+async def _close(ws: web.WebSocketResponse, ending: Ending) -> None:
+    await ws.close(code=ending.code, message=ending.reason.encode())
+
+
 async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResponse:
     check_origin(request, state.settings.allowed_origins)
     ws = web.WebSocketResponse(
@@ -248,7 +248,7 @@ async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResp
                 break
     except Exception:
         log.exception("websocket failed")
-        await ws.close(code=WSCloseCode.INTERNAL_ERROR)
+        await _close(ws, disconnect.BUG)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
