@@ -43,6 +43,10 @@ FIRST_LOOK = 0.1
 """Seconds between looks for the owner's first view, while viewers wait for it."""
 
 
+class _Ended(Exception):
+    """The watch a viewer joined ended before it had a view (its grace ran out just then)."""
+
+
 @dataclass(eq=False, slots=True)
 class Watch:
     build_id: str
@@ -98,19 +102,20 @@ class Watches:
                 # A fresh exception each time: re-raising one would grow its traceback.
                 raise UpstreamNotFound(missing[1])
             del self._missing[build_id]
-        watch = self._watches.get(build_id)
-        if watch is None:
-            watch = self._start(build_id)
-        watch.viewers += 1
-        watch.idle_since = None
-        try:
-            await self._first_view(watch)
-        except BaseException as exc:  # a client that leaves while waiting releases too
-            self._release(watch)
-            if isinstance(exc, UpstreamNotFound):
-                self._remember_missing(build_id, str(exc))
-            raise
-        return watch
+        while True:
+            watch = self._watches.get(build_id) or self._start(build_id)
+            watch.viewers += 1
+            watch.idle_since = None
+            try:
+                await self._first_view(watch)
+            except _Ended:  # joined a watch in its last moments: start a fresh one
+                continue
+            except BaseException as exc:  # a client that leaves while waiting releases too
+                self._release(watch)
+                if isinstance(exc, UpstreamNotFound):
+                    self._remember_missing(build_id, str(exc))
+                raise
+            return watch
 
     async def _first_view(self, watch: Watch) -> None:
         """Return once the build has a view here or on the bus; raise why it has none."""
@@ -121,8 +126,10 @@ class Watches:
                 return
             if watch.stored:
                 return
+            if self._watches.get(watch.build_id) is not watch:
+                raise _Ended
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or watch.keeper is None or watch.keeper.done():
+            if remaining <= 0:
                 raise UpstreamUnavailable(f"no view of {watch.build_id} yet")
             await watch.news(remaining)
 
@@ -166,10 +173,10 @@ class Watches:
                     failing = True
                 await watch.news(self._next_look(watch))
         finally:
-            await self._stop_polling(watch, release=True)
-            if self._watches.get(watch.build_id) is watch:
+            if self._watches.get(watch.build_id) is watch:  # new viewers start a new watch
                 del self._watches[watch.build_id]
             watch.notify()
+            await self._stop_polling(watch, release=True)
 
     async def _hold_lease(self, watch: Watch) -> None:
         build_id = watch.build_id
