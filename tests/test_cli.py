@@ -89,7 +89,8 @@ def test_the_demo_prints_where_to_point_a_browser_and_serves_it() -> None:
     with running("demo", "--port", "0", ready="Ctrl+C") as (_, lines):
         urls = [line.split()[0] for line in lines if line.strip().startswith("http://")]
         home, *builds, wall = urls
-        assert len(builds) == 3 and wall == home + "wall"
+        ids = [b.rsplit("/", 1)[1] for b in builds]
+        assert len(builds) == 3 and wall == home + "wall?" + "&".join(f"build={b}" for b in ids)
         assert httpx.get(home).status_code == 200
         assert "text/html" in httpx.get(wall).headers["content-type"]
         page = httpx.get(builds[0])
