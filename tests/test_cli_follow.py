@@ -69,6 +69,9 @@ async def buildcast(*args: str, env: dict[str, str] | None = None) -> AsyncItera
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        # As from a terminal: a test run started in the background (`pytest &`) inherits
+        # SIGINT ignored, and so would the CLI, which Ctrl+C could then not stop.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         yield Cli(process)
