@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway import codec
+from gateway.errors import UpstreamBadRequest, UpstreamNotFound
 from gateway.models import View
 from gateway.resume import Position, token
 
@@ -86,6 +87,11 @@ def delta(build_id: str, epoch: str, seq: int, changes: Changes) -> Message:
 def error(build_id: str, at: Position, code: str, text: str) -> Message:
     data = codec.dumps({"type": "error", "buildId": build_id, "code": code, "message": text})
     return Message(Kind.ERROR, build_id, at.epoch, at.seq, data, code)
+
+
+def gone_code(exc: UpstreamNotFound | UpstreamBadRequest) -> str:
+    """The error code that ends a build's streams: unknown upstream, or an id it refused."""
+    return "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
 
 
 def paused(build_id: str, at: Position) -> Message:

@@ -280,8 +280,8 @@ class Poller:
         if self.view is not None and not self.view["stale"]:
             await self._publish({**self.view, "stale": True})
 
-    async def _gone(self, exc: UpstreamError) -> None:
-        code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
+    async def _gone(self, exc: UpstreamNotFound | UpstreamBadRequest) -> None:
+        code = messages.gone_code(exc)
         log.info("stopped polling %s: %s", self.build_id, exc)
         at = Position(self._epoch, self._seq)
         self._settle(exc)

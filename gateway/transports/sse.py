@@ -59,7 +59,7 @@ async def multi_stream(request: web.Request, state: GatewayState) -> web.StreamR
         gone: list[Message] = []
         for build_id, outcome in zip(build_ids, outcomes, strict=True):
             if isinstance(outcome, UpstreamNotFound | UpstreamBadRequest):
-                code = "not_found" if isinstance(outcome, UpstreamNotFound) else "invalid_build_id"
+                code = messages.gone_code(outcome)
                 gone.append(messages.error(build_id, Position("0", 0), code, str(outcome)))
             elif isinstance(outcome, BaseException):
                 raise outcome  # the upstream or the bus is down: 503 before the stream

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway import codec, disconnect
+from gateway import codec, disconnect, messages
 from gateway.disconnect import Ending
 from gateway.errors import (
     BuildcastError,
@@ -130,8 +130,7 @@ class _Socket:
             await held.enter_async_context(state.watches.watching(build_id))
         except (UpstreamNotFound, UpstreamBadRequest) as exc:
             await held.aclose()
-            code = "not_found" if isinstance(exc, UpstreamNotFound) else "invalid_build_id"
-            raise Refused(code, str(exc), build_id) from None
+            raise Refused(messages.gone_code(exc), str(exc), build_id) from None
         except BuildcastError as exc:
             await held.aclose()
             raise Refused("upstream_unavailable", str(exc), build_id) from None
