@@ -15,6 +15,7 @@ about one request per poll, not 1,001.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -50,6 +51,9 @@ from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
+
+BUS_RETRY = 2.0
+"""Longest wait before publishing again after a bus failure, however long the outage."""
 
 FINAL_PARTITION_STATUSES = frozenset({PartitionState.AVAILABLE, PartitionState.FAILED})
 
@@ -106,14 +110,18 @@ class Poller:
             except UpstreamUnavailable as exc:
                 failures += 1
                 log.warning("polling %s failed (%d in a row): %s", self.build_id, failures, exc)
-                await self._mark_stale()
+                with contextlib.suppress(BusUnavailable):  # marked at the next failure then
+                    await self._mark_stale()
                 self._settle(exc)
             except BusUnavailable as exc:
                 # The upstream was read, but nobody can hear it: keep the last published
-                # view (the next publish diffs against it) and try again soon.
+                # view (the next publish diffs against it) and try again soon, not after
+                # an upstream's backoff: viewers want the news once Redis is back.
                 failures += 1
                 log.warning("cannot publish %s (%d in a row): %s", self.build_id, failures, exc)
                 self._settle(exc)
+                await asyncio.sleep(min(self._delay(failures), BUS_RETRY))
+                continue
             await asyncio.sleep(self._delay(failures))
 
     async def _resume(self) -> None:

@@ -265,3 +265,27 @@ async def test_watched_lists_the_whole_deployment_with_summed_viewers(
     now = await listed(first)
     assert elsewhere not in now, "only the closed replica watched it"
     assert now[shared]["viewers"] == 0, "still polled here for its grace period"
+
+
+async def test_the_poller_survives_the_upstream_and_redis_down_at_once(
+    start_replica: StartReplica,
+    redis_server: RedisServer,
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    control: Upstream,
+) -> None:
+    replica = await start_replica()
+    build_id = sim.create_build(["p/0", "p/1"])
+    viewer = Viewer(session, stream_url(replica, build_id))
+    following = asyncio.create_task(viewer.follow(ended, timeout=40, patient=True))
+    await until(lambda: viewer.view is not None)
+    redis_server.stop()
+    await control.faults(status=503)  # the view turns stale while nobody can publish it
+    await asyncio.sleep(1.0)
+    redis_server.restart()
+    await control.clear_faults()
+    await drive(sim, build_id)
+    await following
+    assert polls(replica, build_id), "the poller outlived both outages"
+    async with session.get(replica.make_url(f"/api/v1/builds/{build_id}")) as response:
+        assert viewer.view == await response.json()
