@@ -5,6 +5,7 @@ upstream client -> poller -> diff -> bus -> fan-out -> SSE -> pages and clients
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,11 +15,13 @@ import yaml
 from aiohttp import web
 
 from gateway import codec
+from gateway.aio import stop
 from gateway.bus import Bus, MemoryBus
 from gateway.bus.redis import RedisBus
 from gateway.disconnect import SHUTDOWN
 from gateway.errors import BuildcastError
 from gateway.fanout import Fanout
+from gateway.heartbeat import Heartbeats
 from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
 from gateway.lease import Lease, LocalLease, RedisLease, replica_name
 from gateway.redis_client import RedisConnection
@@ -52,7 +55,8 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
     fanout = Fanout(bus)
     watches = Watches(settings, upstream, bus, lease)
     app = web.Application(middlewares=[errors_as_json])
-    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches, registry)
+    heartbeats = Heartbeats(settings.heartbeat)
+    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches, registry, heartbeats)
     app[REDIS] = redis
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
@@ -79,7 +83,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.bus.start(state.fanout.deliver)
     await state.registry.start(state.watches.local_viewers)
+    beating = asyncio.create_task(state.heartbeats.run(), name="heartbeats")
     yield
+    await stop([beating])
     await state.registry.close()
     await state.watches.close()
     await state.bus.close()

@@ -1,7 +1,8 @@
 """Wire encodings of messages: the JSON clients receive and its SSE framing.
 
 The only importer of orjson. Each message is encoded once, when it is made;
-an SSE frame is built once per message and the same bytes go to every
+each of its wire forms (an SSE frame, that frame as an HTTP/1.1 chunk, a
+WebSocket frame) is built once per message, and the same bytes go to every
 subscriber of that build.
 
 SSE framing risk: a CR or LF inside a field would end it early and let text
@@ -12,6 +13,7 @@ fixed names. So no untrusted text can reach the frame unescaped.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -72,3 +74,23 @@ def sse_event(event_id: str, message: Message) -> bytes:
 def ws_message(event_id: str, message: Message) -> bytes:
     """The message's WebSocket text: its JSON with the resume token as a first `id` field."""
     return b'{"id":"%b",%b' % (event_id.encode(), message.data[1:])
+
+
+def http_chunk(body: bytes) -> bytes:
+    """`body` as one chunk of a chunked HTTP/1.1 response, as aiohttp itself would frame it."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+_WS_TEXT = 0x81  # FIN, no RSV bits (frames are not compressed), opcode text
+
+
+def ws_text_frame(text: bytes) -> bytes:
+    """RFC 6455 server frame of `text`: unmasked, so one encoding serves every socket."""
+    size = len(text)
+    if size < 126:
+        header = struct.pack("!BB", _WS_TEXT, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _WS_TEXT, 126, size)
+    else:
+        header = struct.pack("!BBQ", _WS_TEXT, 127, size)
+    return header + text

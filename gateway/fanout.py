@@ -1,8 +1,14 @@
-"""Local fan-out: one process's subscribers of each build, and their bounded queues.
+"""Local fan-out: one process's subscribers of each build, written to directly.
 
-The bus hands each message to `Fanout.deliver` once; the fan-out appends the
-same Message (its frame already encoded) to every local subscriber's queue.
-Appending never waits, so a slow client cannot delay anyone else.
+The bus hands each message to `Fanout.deliver` once, its wire bytes already
+encoded (`gateway.messages`). For a subscriber whose connection is idle and
+whose socket keeps up, the fan-out writes those bytes to the socket itself:
+no task wakes, nothing is copied, and no JSON is made per subscriber. Anything
+else (a connection still catching up, a socket whose buffer is full, a message
+out of sequence, an error) goes to the subscriber's bounded queue, and its
+connection's coroutine drains the queue in one write per batch, repairing any
+gap through its `Follower`. Appending never waits, so a slow client cannot
+delay anyone else.
 
 Overflow policy, the one place it is decided: a subscriber whose queue holds
 `limit` messages not yet written is too slow. It is cut off at once (its
@@ -15,52 +21,130 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from gateway.bus.base import Bus
+from gateway.follow import Follower
 from gateway.messages import Message
 
 log = logging.getLogger(__name__)
 
+HIGH_WATER = 64 * 1024
+"""Bytes a socket's own buffer may hold before its messages queue instead (asyncio's default)."""
+
+
+class Direct:
+    """A connection's socket, written by the fan-out while the connection has nothing queued."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's subclasses no ABC
+
+    def ready(self) -> bool:
+        """Whether the socket takes a write now: open, and its buffer below the high water."""
+        transport = self._transport
+        return not transport.is_closing() and transport.get_write_buffer_size() < HIGH_WATER
+
+    def write(self, message: Message) -> None:
+        self._transport.write(self.wire(message))
+
+    def wire(self, message: Message) -> bytes:
+        """The message's bytes on this connection's wire, encoded once per message."""
+        raise NotImplementedError
+
+
+class Wakeup:
+    """An asyncio.Event for one waiter, without the Event's deque: idle connections are many."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
+
 
 class Subscriber:
-    """One client's queue for one build: written by the fan-out, drained by its transport."""
+    """One client's hold on one build: written by the fan-out, drained by its connection."""
 
-    __slots__ = ("build_id", "closed", "limit", "on_overflow", "overflowed", "pending", "wakeup")
+    __slots__ = (
+        "build_id",
+        "closed",
+        "direct",
+        "follower",
+        "limit",
+        "on_overflow",
+        "overflowed",
+        "pending",
+        "wakeup",
+    )
 
     def __init__(
         self,
-        build_id: str,
+        follower: Follower,
         limit: int,
         on_overflow: Callable[[], None],
-        wakeup: asyncio.Event | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
-        self.build_id = build_id
+        self.build_id = follower.build_id
+        self.follower = follower
         self.limit = limit
         self.on_overflow = on_overflow
         self.overflowed = False
         self.closed = False  # the server is shutting down: end the stream, the client reconnects
-        self.pending: deque[Message] = deque()
-        self.wakeup = wakeup or asyncio.Event()  # shared by the builds of one connection
+        self.pending: list[Message] = []
+        self.wakeup = wakeup or Wakeup()  # shared by the builds of one connection
+        # Set by the connection while it is idle with nothing queued; None while it works.
+        self.direct: Direct | None = None
 
     def offer(self, message: Message) -> bool:
-        """Queue a message; False when this subscriber just overflowed and is being cut off."""
+        """Write or queue a message; False when this subscriber just overflowed."""
         if self.overflowed:
             return True
+        direct = self.direct
+        if direct is not None and direct.ready() and self.follower.advance(message):
+            direct.write(message)
+            return True
+        self.direct = None  # order: once one message queues, the next ones queue behind it
         if len(self.pending) >= self.limit:
-            self.overflowed = True
-            self.pending.clear()
-            self.wakeup.set()
-            self.on_overflow()
+            self.cut_off()
             return False
         self.pending.append(message)
         self.wakeup.set()
         return True
 
-    def take(self) -> list[Message]:
-        batch = list(self.pending)
+    def cut_off(self) -> None:
+        """Drop what is queued and close the connection: the client resumes with its last id."""
+        self.overflowed = True
+        self.direct = None
         self.pending.clear()
+        self.wakeup.set()
+        self.on_overflow()
+
+    def take(self) -> list[Message]:
+        batch, self.pending = self.pending, []
         self.wakeup.clear()
         return batch
 
@@ -73,7 +157,13 @@ class Fanout:
 
     def deliver(self, message: Message) -> None:
         for subscriber in tuple(self._subscribers.get(message.build_id, ())):
-            if not subscriber.offer(message):
+            try:
+                kept = subscriber.offer(message)
+            except Exception:  # a bug: it costs this subscriber its connection, no one else
+                log.exception("writing to a subscriber of %s failed", message.build_id)
+                subscriber.cut_off()
+                continue
+            if not kept:
                 self.overflows += 1
                 log.warning(
                     "cut off a subscriber of %s: %d messages unwritten",
@@ -88,6 +178,7 @@ class Fanout:
             await self._bus.subscribe(subscriber.build_id)
 
     async def detach(self, subscriber: Subscriber) -> None:
+        subscriber.direct = None
         subscribers = self._subscribers.get(subscriber.build_id)
         if subscribers is None or subscriber not in subscribers:
             return
@@ -101,6 +192,7 @@ class Fanout:
         for subscribers in self._subscribers.values():
             for subscriber in subscribers:
                 subscriber.closed = True
+                subscriber.direct = None
                 subscriber.wakeup.set()
 
     def viewers(self, build_id: str) -> int:

@@ -16,24 +16,33 @@ from gateway.resume import Position
 
 
 class Follower:
+    __slots__ = ("_bus", "_paused", "at", "build_id")
+
     def __init__(self, bus: Bus, build_id: str) -> None:
         self._bus = bus
-        self._build_id = build_id
+        self.build_id = build_id
         self.at: Position | None = None
         self._paused = False  # told that live updates paused: the resync snapshot is due
 
     async def catch_up(self, since: Position | None) -> list[Message]:
         """What a client at `since` (None: nowhere yet) must get to be current."""
         if since is not None:
-            missed = await self._bus.history(self._build_id, since)
+            missed = await self._bus.history(self.build_id, since)
             if missed is not None:
                 self.at = missed[-1].position if missed else since
                 return missed
-        latest = await self._bus.latest(self._build_id)
+        latest = await self._bus.latest(self.build_id)
         if latest is None:
             return []
         self.at = latest.position
         return [latest]
+
+    def advance(self, message: Message) -> bool:
+        """Take `message` if it is the next one in sequence: the fan-out's direct write."""
+        if message.kind is not Kind.ERROR and self._follows(message):
+            self.at, self._paused = message.position, False
+            return True
+        return False
 
     async def admit(self, batch: list[Message]) -> list[Message]:
         """The live messages to send, in order, with duplicates dropped and gaps filled."""
@@ -42,8 +51,7 @@ class Follower:
             if message.kind is Kind.ERROR:
                 self._paused = self._paused or not message.ends_stream
                 out.append(message)
-            elif self._follows(message):
-                self.at, self._paused = message.position, False
+            elif self.advance(message):
                 out.append(message)
             elif self._is_ahead(message):
                 out.extend(await self.catch_up(self.at))

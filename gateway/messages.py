@@ -40,10 +40,14 @@ class Message:
     seq: int
     data: bytes  # the JSON object clients receive
     code: str | None = None  # an error's code
+    position: Position = field(init=False, repr=False, compare=False)
     frame: bytes = field(init=False, repr=False, compare=False)  # its SSE frame, built once
     _ws: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _chunk: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _ws_wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "position", Position(self.epoch, self.seq))
         object.__setattr__(self, "frame", codec.sse_frame(self))
 
     @property
@@ -56,8 +60,22 @@ class Message:
         return text
 
     @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.seq)
+    def sse_chunk(self) -> bytes:
+        """Its SSE frame as an HTTP/1.1 chunk: what the fan-out writes to a stream's socket."""
+        chunk = self._chunk
+        if chunk is None:
+            chunk = codec.http_chunk(self.frame)
+            object.__setattr__(self, "_chunk", chunk)
+        return chunk
+
+    @property
+    def ws_wire(self) -> bytes:
+        """Its WebSocket frame with the header: what the fan-out writes to a socket."""
+        wire = self._ws_wire
+        if wire is None:
+            wire = codec.ws_text_frame(self.ws_frame)
+            object.__setattr__(self, "_ws_wire", wire)
+        return wire
 
     @property
     def ends_stream(self) -> bool:

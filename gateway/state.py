@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.bus.base import Bus
 from gateway.fanout import Fanout
+from gateway.heartbeat import Heartbeats
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
@@ -22,6 +23,7 @@ class GatewayState:
     fanout: Fanout
     watches: Watches
     registry: Registry
+    heartbeats: Heartbeats
     # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 

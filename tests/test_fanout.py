@@ -11,7 +11,11 @@ from aiohttp.test_utils import TestServer
 
 from gateway import messages
 from gateway.bus import MemoryBus
-from gateway.fanout import Fanout, Subscriber
+from gateway.fanout import HIGH_WATER, Direct, Fanout, Subscriber
+from gateway.follow import Follower
+from gateway.heartbeat import Heartbeats
+from gateway.messages import Message
+from gateway.resume import Position
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import StartGateway
@@ -19,8 +23,8 @@ from tests.sse import events
 from tests.test_sse import stream_url
 
 
-def subscriber(build_id: str, limit: int, cut: list[str]) -> Subscriber:
-    return Subscriber(build_id, limit, lambda: cut.append(build_id))
+def subscriber(bus: MemoryBus, build_id: str, limit: int, cut: list[str]) -> Subscriber:
+    return Subscriber(Follower(bus, build_id), limit, lambda: cut.append(build_id))
 
 
 async def test_overflow_cuts_off_only_the_slow_subscriber() -> None:
@@ -28,7 +32,7 @@ async def test_overflow_cuts_off_only_the_slow_subscriber() -> None:
     fanout = Fanout(bus)
     await bus.start(fanout.deliver)
     cut: list[str] = []
-    slow, fast = subscriber("b", 3, cut), subscriber("b", 3, cut)
+    slow, fast = subscriber(bus, "b", 3, cut), subscriber(bus, "b", 3, cut)
     await fanout.attach(slow)
     await fanout.attach(fast)
     sent = [messages.snapshot("b", "e", 1, {})] + [
@@ -42,6 +46,113 @@ async def test_overflow_cuts_off_only_the_slow_subscriber() -> None:
     assert slow.overflowed and not slow.pending
     assert not fast.overflowed
     assert fanout.overflows == 1
+
+
+class Socket(asyncio.WriteTransport):
+    """The edge of the process: what a client's socket was handed, and how full its buffer is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class Frames(Direct):
+    def wire(self, message: Message) -> bytes:
+        return message.frame
+
+
+async def caught_up(bus: MemoryBus, fanout: Fanout, socket: Socket) -> Subscriber:
+    """A subscriber whose connection wrote its snapshot and sleeps: the fan-out writes for it."""
+    assert await bus.publish(messages.snapshot("b", "e", 1, {}), {})
+    sub = subscriber(bus, "b", 3, [])
+    await fanout.attach(sub)
+    await sub.follower.catch_up(None)
+    sub.direct = Frames(socket)
+    return sub
+
+
+def deltas(seqs: range) -> list[Message]:
+    return [messages.delta("b", "e", s, {"n": s}) for s in seqs]
+
+
+async def test_an_idle_connection_gets_each_message_written_to_its_socket() -> None:
+    bus, socket = MemoryBus(), Socket()
+    fanout = Fanout(bus)
+    await bus.start(fanout.deliver)
+    sub = await caught_up(bus, fanout, socket)
+    sent = deltas(range(2, 12))  # more than its queue could hold: nothing queues
+    for message in sent:
+        assert await bus.publish(message, {})
+    assert socket.written == b"".join(m.frame for m in sent)
+    assert not sub.pending and not sub.wakeup.is_set(), "its connection slept through"
+    assert sub.follower.at == sent[-1].position
+
+
+async def test_a_socket_that_falls_behind_gets_the_rest_through_its_queue_in_order() -> None:
+    bus, socket = MemoryBus(), Socket()
+    fanout = Fanout(bus)
+    await bus.start(fanout.deliver)
+    sub = await caught_up(bus, fanout, socket)
+    first, *later = deltas(range(2, 5))
+    assert await bus.publish(first, {})
+    socket.buffered = HIGH_WATER  # the client stopped reading for a while
+    assert await bus.publish(later[0], {})
+    socket.buffered = 0  # it reads again, but the queued message must go first
+    assert await bus.publish(later[1], {})
+    assert socket.written == first.frame
+    assert sub.direct is None and sub.wakeup.is_set(), "its connection writes the rest"
+    assert sub.take() == later
+
+
+async def test_gaps_and_errors_go_to_the_connection_for_repair() -> None:
+    bus, socket = MemoryBus(), Socket()
+    fanout = Fanout(bus)
+    await bus.start(fanout.deliver)
+    sub = await caught_up(bus, fanout, socket)
+    gap = messages.delta("b", "e", 5, {})  # 2 to 4 never arrived
+    fanout.deliver(gap)
+    assert socket.written == b"" and sub.take() == [gap]
+    sub.direct = Frames(socket)
+    notice = messages.paused("b", Position("e", 1))
+    fanout.deliver(notice)
+    assert socket.written == b"" and sub.take() == [notice]
+
+
+async def test_a_bug_writing_to_one_subscriber_cuts_off_only_that_one() -> None:
+    bus, broken, healthy = MemoryBus(), Socket(), Socket()
+    fanout = Fanout(bus)
+    await bus.start(fanout.deliver)
+    bad = await caught_up(bus, fanout, broken)
+    good = subscriber(bus, "b", 3, [])
+    await fanout.attach(good)
+    await good.follower.catch_up(None)
+    good.direct = Frames(healthy)
+    broken.write = None  # type: ignore[assignment,method-assign]
+    [message] = deltas(range(2, 3))
+    assert await bus.publish(message, {})
+    assert bad.overflowed and healthy.written == message.frame
+
+
+def test_heartbeats_go_to_every_stream_whose_socket_takes_them() -> None:
+    beats, idle, full, gone = Heartbeats(15), Socket(), Socket(), Socket()
+    full.buffered, gone.closing = HIGH_WATER, True
+    for socket in (idle, full, gone):
+        beats.add(socket, b": heartbeat\n\n")
+    beats.beat()
+    beats.discard(idle)
+    beats.beat()
+    assert (idle.written, full.written, gone.written) == (b": heartbeat\n\n", b"", b"")
 
 
 @pytest.mark.timeout(60)

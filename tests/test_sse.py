@@ -208,11 +208,15 @@ async def test_a_bug_inside_an_open_stream_closes_it_so_the_client_reconnects(
     session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def broken(self: Follower, batch: list[Message]) -> list[Message]:
+    def broken(self: Follower, message: Message) -> bool:
+        raise RuntimeError("secret internals")
+
+    async def broken_batch(self: Follower, batch: list[Message]) -> list[Message]:
         raise RuntimeError("secret internals")
 
     build_id = sim.create_build(2)
-    monkeypatch.setattr(Follower, "admit", broken)
+    monkeypatch.setattr(Follower, "advance", broken)  # the fan-out's direct write
+    monkeypatch.setattr(Follower, "admit", broken_batch)  # the stream's own queue
     async with asyncio.timeout(10), session.get(stream_url(gateway, build_id)) as response:
         got = []
         with suppress(aiohttp.ClientPayloadError):

@@ -7,10 +7,13 @@ cursor (`gateway.resume.cursor`): the position of every build of the stream,
 which is just the build's token when there is one. A reconnect with
 `Last-Event-ID` (or `?lastEventId=`) resumes every build at once.
 
-A connection is one coroutine: catch up, then write whatever the fan-out has
-queued for any of its builds (several messages in one write), or a heartbeat
-comment when nothing came for `heartbeat` seconds. A write that cannot finish in
+A connection is one coroutine: catch up, then sleep while the fan-out writes
+each new message of a single-build stream straight to the socket, and wake
+only to write what the fan-out had to queue (several messages in one write):
+a multi-build stream's frames (their cursor is the connection's own), a gap
+to repair, a socket that fell behind. A write that cannot finish in
 `write_timeout` means a stalled client: it is cut off and resumes by itself.
+Heartbeat comments come from one timer for all streams (`gateway.heartbeat`).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
 from gateway import codec, messages
 from gateway.errors import BusUnavailable, UpstreamBadRequest, UpstreamNotFound
-from gateway.fanout import Subscriber
+from gateway.fanout import Direct, Subscriber, Wakeup
 from gateway.follow import Follower
 from gateway.http_errors import check_build_id, check_build_ids
 from gateway.messages import Kind, Message
@@ -71,12 +74,17 @@ def _last_event_id(request: web.Request) -> str | None:
     return request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
 
 
-@dataclass(eq=False, slots=True)
-class _Feed:
-    """One build of a connection: its queue in the fan-out and its path through the sequence."""
+class _Direct(Direct):
+    """A single-build stream's socket: the message's own frame, chunked if the response is."""
 
-    subscriber: Subscriber
-    follower: Follower
+    __slots__ = ("_chunked",)
+
+    def __init__(self, transport: asyncio.BaseTransport, chunked: bool) -> None:
+        super().__init__(transport)
+        self._chunked = chunked
+
+    def wire(self, message: Message) -> bytes:
+        return message.sse_chunk if self._chunked else message.frame
 
 
 class _Ids:
@@ -86,6 +94,11 @@ class _Ids:
         self._order = build_ids
         self._single = single
         self._at: dict[str, Position] = {}
+
+    def resume(self, follower: Follower) -> None:
+        """Where the follower is before its next batch (the fan-out may have moved it)."""
+        if follower.at is not None:
+            self._at[follower.build_id] = follower.at
 
     def frames(self, batch: list[Message]) -> bytes:
         out = []
@@ -107,79 +120,95 @@ async def _serve(
     first: list[Message],
 ) -> web.StreamResponse:
     settings = state.settings
-    wakeup = asyncio.Event()
+    wakeup = Wakeup()
     feeds = {
-        build_id: _Feed(
-            Subscriber(build_id, settings.subscriber_buffer, lambda: _cut_off(request), wakeup),
+        build_id: Subscriber(
             Follower(state.bus, build_id),
+            settings.subscriber_buffer,
+            lambda: _cut_off(request),
+            wakeup,
         )
         for build_id in build_ids
     }
     response = web.StreamResponse(headers=HEADERS)
+    chunked = request.version >= HttpVersion11
+    if chunked:
+        response.enable_chunked_encoding()
+    transport = request.transport
+    if transport is None:  # the client left before its stream began
+        return response
     try:
         for feed in feeds.values():
-            await state.fanout.attach(feed.subscriber)
+            await state.fanout.attach(feed)
         caught_up: list[Message] = []
         for build_id, feed in feeds.items():
             caught_up += await feed.follower.catch_up(since.get(build_id))
-        ids = _Ids(build_ids, single=len(build_ids) == 1 and not first)
+        single = len(build_ids) == 1 and not first
+        ids = _Ids(build_ids, single)
         await response.prepare(request)
+        direct = _Direct(transport, chunked) if single else None
         try:
-            await _send(request, response, feeds, wakeup, ids, caught_up + first, state)
+            await response.write(codec.sse_retry(settings.retry_ms) + ids.frames(caught_up + first))
+            state.heartbeats.add(transport, _framed(codec.HEARTBEAT, chunked))
+            await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
         except ConnectionResetError:
             pass
         except Exception:  # a bug: the stream is open, so no error page; the client reconnects
             log.exception("stream of %s failed", ", ".join(build_ids))
             _cut_off(request)
     finally:
+        state.heartbeats.discard(transport)
         for feed in feeds.values():
-            await state.fanout.detach(feed.subscriber)
+            await state.fanout.detach(feed)
     return response
+
+
+def _framed(body: bytes, chunked: bool) -> bytes:
+    return codec.http_chunk(body) if chunked else body
 
 
 async def _send(
     request: web.Request,
     response: web.StreamResponse,
-    feeds: dict[str, _Feed],
-    wakeup: asyncio.Event,
+    feeds: dict[str, Subscriber],
+    wakeup: Wakeup,
     ids: _Ids,
     batch: list[Message],
     state: GatewayState,
+    direct: Direct | None,
 ) -> None:
-    """Write until the client leaves or lags too far, every build is gone, or we shut down."""
-    settings = state.settings
-    pending = codec.sse_retry(settings.retry_ms) + ids.frames(batch)
+    """Write what the fan-out queues until the client leaves or lags too far, every build is
+    gone, or we shut down. While nothing is queued, a single-build stream lets the fan-out
+    write to its socket directly; the coroutine then sleeps until something must queue."""
+    write_timeout = state.settings.write_timeout
     while True:
-        if pending:
+        for message in batch:
+            if message.ends_stream and (feed := feeds.pop(message.build_id, None)):
+                await state.fanout.detach(feed)
+        if not feeds or any(f.overflowed or f.closed for f in feeds.values()):
+            return
+        queued = [feed for feed in feeds.values() if feed.pending]
+        if not queued:
+            for feed in feeds.values():
+                feed.direct = direct
+            wakeup.clear()
+            await wakeup.wait()
+            batch = []
+            continue
+        batch = []
+        for feed in queued:
+            ids.resume(feed.follower)
             try:
-                async with asyncio.timeout(settings.write_timeout):
-                    await response.write(pending)
+                batch += await feed.follower.admit(feed.take())
+            except BusUnavailable:
+                return  # a gap we cannot repair now: the client resumes with its id
+        if batch:
+            try:
+                async with asyncio.timeout(write_timeout):
+                    await response.write(ids.frames(batch))
             except TimeoutError:
                 _cut_off(request)
                 return
-        for message in batch:
-            if message.ends_stream and (feed := feeds.pop(message.build_id, None)):
-                await state.fanout.detach(feed.subscriber)
-        if not feeds or any(f.subscriber.overflowed or f.subscriber.closed for f in feeds.values()):
-            return
-        wakeup.clear()
-        if any(feed.subscriber.pending for feed in feeds.values()):
-            batch = []
-            for feed in feeds.values():
-                if feed.subscriber.pending:
-                    try:
-                        batch += await feed.follower.admit(feed.subscriber.take())
-                    except BusUnavailable:
-                        return  # a gap we cannot repair now: the client resumes with its id
-            pending = ids.frames(batch)
-            continue
-        batch = []
-        try:
-            async with asyncio.timeout(settings.heartbeat):
-                await wakeup.wait()
-            pending = b""
-        except TimeoutError:
-            pending = codec.HEARTBEAT
 
 
 def _cut_off(request: web.Request) -> None:

@@ -8,8 +8,10 @@ op, a bad build id) gets an `error` with code `bad_request`, and the socket stay
 open; more subscriptions than the cap get `too_many`.
 
 One socket is two coroutines: the handler reads frames and changes
-subscriptions; a writer drains the fan-out's queues of every subscribed build
-into frames encoded once per message (`Message.ws_frame`). aiohttp pings the
+subscriptions; a writer sends replies and drains what the fan-out had to queue
+(a catch-up, a gap, a socket that fell behind). While nothing is queued, the
+fan-out writes each message's frame, encoded once for every socket
+(`Message.ws_wire`), to the socket directly and the writer sleeps. aiohttp pings the
 peer every `heartbeat` seconds and closes a socket whose peer stopped
 answering. Close codes, and whether to reconnect: `gateway.disconnect`.
 
@@ -35,7 +37,7 @@ from gateway.errors import (
     UpstreamBadRequest,
     UpstreamNotFound,
 )
-from gateway.fanout import Subscriber
+from gateway.fanout import Direct, Subscriber, Wakeup
 from gateway.follow import Follower
 from gateway.http_errors import check_build_id
 from gateway.messages import Kind, Message
@@ -59,21 +61,39 @@ class Refused(Exception):
 
 @dataclass(eq=False, slots=True)
 class _Feed:
-    """One subscribed build: its hold on the watch, its queue and its path through the seq."""
+    """One subscribed build: its hold on the watch and its place in the fan-out."""
 
     subscriber: Subscriber
-    follower: Follower
     held: contextlib.AsyncExitStack
     first: list[Message] = field(default_factory=list)  # the catch-up, sent before live ones
 
 
+class _Direct(Direct):
+    """A socket's transport: each message's frame, encoded once for every socket."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport) -> None:
+        super().__init__(transport)
+        self._ws = ws
+
+    def ready(self) -> bool:
+        return not self._ws.closed and super().ready()  # nothing may follow a close frame
+
+    def wire(self, message: Message) -> bytes:
+        return message.ws_wire
+
+
 class _Socket:
-    def __init__(self, ws: web.WebSocketResponse, state: GatewayState) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, state: GatewayState, transport: asyncio.BaseTransport
+    ) -> None:
         self._ws = ws
         self._state = state
+        self._direct = _Direct(ws, transport)
         self._feeds: dict[str, _Feed] = {}
         self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._ending: Ending | None = None
 
     async def on_frame(self, frame: Any) -> None:
@@ -134,14 +154,15 @@ class _Socket:
         except BuildcastError as exc:
             await held.aclose()
             raise Refused("upstream_unavailable", str(exc), build_id) from None
+        follower = Follower(state.bus, build_id)
         subscriber = Subscriber(
-            build_id, state.settings.subscriber_buffer, self._too_slow, self._wakeup
+            follower, state.settings.subscriber_buffer, self._too_slow, self._wakeup
         )
-        feed = _Feed(subscriber, Follower(state.bus, build_id), held)
+        feed = _Feed(subscriber, held)
         self._feeds[build_id] = feed
         await state.fanout.attach(subscriber)
         try:
-            feed.first = await feed.follower.catch_up(since)
+            feed.first = await follower.catch_up(since)
         except BusUnavailable as exc:
             await self._unsubscribe(build_id)
             raise Refused("upstream_unavailable", str(exc), build_id) from None
@@ -170,6 +191,7 @@ class _Socket:
             await _close(self._ws, disconnect.BUG)
 
     async def _write(self) -> None:
+        """Queued work first; with none, the fan-out writes to the socket until more queues."""
         write_timeout = self._state.settings.write_timeout
         while True:
             self._wakeup.clear()
@@ -179,7 +201,7 @@ class _Socket:
                 batch, feed.first = feed.first, []
                 if feed.subscriber.pending:
                     try:
-                        batch += await feed.follower.admit(feed.subscriber.take())
+                        batch += await feed.subscriber.follower.admit(feed.subscriber.take())
                     except BusUnavailable:
                         self._ending = disconnect.BUS_LOST
                 frames += [self._frame(feed, m) for m in batch]
@@ -196,12 +218,17 @@ class _Socket:
             if self._ending is not None:
                 await _close(self._ws, self._ending)
                 return
-            if not frames:
+            if not frames and not self._replies and not self._queued():
+                for feed in self._feeds.values():
+                    feed.subscriber.direct = self._direct
                 await self._wakeup.wait()
+
+    def _queued(self) -> bool:
+        return any(feed.first or feed.subscriber.pending for feed in self._feeds.values())
 
     @staticmethod
     def _frame(feed: _Feed, message: Message) -> bytes:
-        if message.kind is Kind.ERROR and (at := feed.follower.at) is not None:
+        if message.kind is Kind.ERROR and (at := feed.subscriber.follower.at) is not None:
             return codec.ws_message(token(message.build_id, at), message)
         return message.ws_frame
 
@@ -237,7 +264,8 @@ async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResp
     )
     await ws.prepare(request)
     state.sockets.add(ws)
-    socket = _Socket(ws, state)
+    assert request.transport is not None
+    socket = _Socket(ws, state, request.transport)
     writer = asyncio.create_task(socket.write(), name="ws writer")
     try:
         async for frame in ws:
