@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway import workers
 from gateway.app import create_app
 from gateway.errors import BusUnavailable
 from gateway.redis_client import connect
@@ -79,6 +81,13 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
     return value
 
 
@@ -157,6 +166,13 @@ def parser() -> argparse.ArgumentParser:
     )
     _add(
         serve,
+        "--workers",
+        _count,
+        1,
+        "processes serving the port, one per core (more than 1 needs --redis)",
+    )
+    _add(
+        serve,
         "--allow-origin",
         _origins,
         (),
@@ -220,14 +236,16 @@ def _settings(args: argparse.Namespace, upstream: str, **extra: Any) -> Settings
     )
 
 
-async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def _listen(
+    app: web.Application, host: str, port: int, reuse_port: bool = False
+) -> web.AppRunner:
     # handler_cancellation: a client that goes away ends its stream's handler at once,
     # so its subscriber and watch are released without waiting for the next write.
     # shutdown_timeout: streams end on shutdown by themselves; this bounds anything else.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
     except OSError as exc:
         await runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
@@ -250,9 +268,19 @@ async def _until_stopped(*runners: web.AppRunner) -> None:
             await runner.cleanup()
 
 
-async def serve(args: argparse.Namespace) -> None:
+def _check_serve(args: argparse.Namespace) -> None:
     if not args.upstream:
         raise UsageError(f"--upstream (or {_env('--upstream')}) is required")
+    if args.workers > 1 and not args.redis:
+        raise UsageError(
+            "--workers needs --redis: each worker is a replica, and replicas share builds "
+            "only through Redis"
+        )
+
+
+async def serve(args: argparse.Namespace, worker: int = 0) -> None:
+    """One gateway process; `worker` numbers it among `--workers` (0: the only one)."""
+    _check_serve(args)
     settings = _settings(
         args,
         args.upstream,
@@ -266,14 +294,41 @@ async def serve(args: argparse.Namespace) -> None:
             redis = await connect(settings.redis)
         except BusUnavailable as exc:
             raise UsageError(str(exc)) from exc
-    runner = await _listen(create_app(settings, redis), settings.host, settings.port)
+    app = create_app(settings, redis)
+    runner = await _listen(app, settings.host, settings.port, reuse_port=worker > 0)
     shared = f", sharing builds through {settings.redis}" if settings.redis else ""
+    who = f" (worker {worker} of {args.workers}, pid {os.getpid()})" if worker else ""
     print(
         f"buildcast gateway on http://{settings.host}:{_bound_port(runner)}/ "
-        f"following {settings.upstream}{shared}",
+        f"following {settings.upstream}{shared}{who}",
         flush=True,
     )
     await _until_stopped(runner)
+
+
+def serve_workers(args: argparse.Namespace) -> int:
+    """`serve --workers N`: the port reserved here, N spawned workers serving it."""
+    _check_serve(args)
+    try:
+        reserved = workers.reserve(args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    with reserved:
+        args.port = reserved.getsockname()[1]
+        return workers.supervise(args.workers, functools.partial(_worker, args))
+
+
+def _worker(args: argparse.Namespace, number: int) -> None:
+    """A spawned worker process: one `serve`, its errors reported as `main` would."""
+    _log(args.log_level)
+    try:
+        with _runner() as runner:
+            runner.run(serve(args, number))
+    except UsageError as exc:
+        print(f"buildcast serve: {exc}", file=sys.stderr)
+        sys.exit(workers.USAGE_ERROR)
+    except KeyboardInterrupt:
+        pass
 
 
 async def simulate(args: argparse.Namespace) -> None:
@@ -359,13 +414,17 @@ def _runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
+def _log(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request is noise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request is noise
+    _log(args.log_level)
     try:
+        if args.command == "serve" and args.workers > 1:
+            return serve_workers(args)
         with _runner() as runner:
             status = runner.run(COMMANDS[args.command](args))
     except UsageError as exc:
