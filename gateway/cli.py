@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -278,9 +279,21 @@ def _check_serve(args: argparse.Namespace) -> None:
         )
 
 
+def _open_files_limit() -> int:
+    """Raise this process's open-file limit to the most allowed: each viewer holds a socket.
+
+    Many systems start processes at 1,024, which would refuse the 1,025th viewer."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def serve(args: argparse.Namespace, worker: int = 0) -> None:
     """One gateway process; `worker` numbers it among `--workers` (0: the only one)."""
     _check_serve(args)
+    logging.getLogger(__name__).info("open files allowed: %d", _open_files_limit())
     settings = _settings(
         args,
         args.upstream,

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway.aio import stop, stopping
@@ -73,6 +72,26 @@ class Watch:
         return None if self.poller is None else self.poller.view
 
 
+class Holding:
+    """A viewer's hold on a build's watch: a small object, not a generator, as viewers are many."""
+
+    __slots__ = ("_build_id", "_watch", "_watches")
+
+    def __init__(self, watches: Watches, build_id: str) -> None:
+        self._watches = watches
+        self._build_id = build_id
+        self._watch: Watch | None = None
+
+    async def __aenter__(self) -> Watch:
+        self._watch = await self._watches._acquire(self._build_id)
+        return self._watch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._watch is not None:
+            self._watches._release(self._watch)
+            self._watch = None
+
+
 class Watches:
     def __init__(
         self, settings: Settings, upstream: UpstreamClient, bus: Bus, lease: Lease
@@ -86,14 +105,9 @@ class Watches:
         self._closing = False
         self._missing: dict[str, tuple[float, str]] = {}  # build id -> (expiry, message)
 
-    @contextlib.asynccontextmanager
-    async def watching(self, build_id: str) -> AsyncIterator[Watch]:
+    def watching(self, build_id: str) -> Holding:
         """Hold a build watched for the duration; raises the upstream's error if it has no view."""
-        watch = await self._acquire(build_id)
-        try:
-            yield watch
-        finally:
-            self._release(watch)
+        return Holding(self, build_id)
 
     async def _acquire(self, build_id: str) -> Watch:
         missing = self._missing.get(build_id)

@@ -120,23 +120,20 @@ async def _serve(
     first: list[Message],
 ) -> web.StreamResponse:
     settings = state.settings
-    wakeup = Wakeup()
-    feeds = {
-        build_id: Subscriber(
-            Follower(state.bus, build_id),
-            settings.subscriber_buffer,
-            lambda: _cut_off(request),
-            wakeup,
-        )
-        for build_id in build_ids
-    }
     response = web.StreamResponse(headers=HEADERS)
-    chunked = request.version >= HttpVersion11
-    if chunked:
-        response.enable_chunked_encoding()
     transport = request.transport
     if transport is None:  # the client left before its stream began
         return response
+    chunked = request.version >= HttpVersion11
+    if chunked:
+        response.enable_chunked_encoding()
+    wakeup = Wakeup()
+    feeds = {
+        build_id: Subscriber(
+            Follower(state.bus, build_id), settings.subscriber_buffer, transport.abort, wakeup
+        )
+        for build_id in build_ids
+    }
     try:
         for feed in feeds.values():
             await state.fanout.attach(feed)

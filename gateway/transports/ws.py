@@ -7,11 +7,11 @@ PROTOCOL.md's messages, each with an `id` field: the resume token to pass as
 op, a bad build id) gets an `error` with code `bad_request`, and the socket stays
 open; more subscriptions than the cap get `too_many`.
 
-One socket is two coroutines: the handler reads frames and changes
-subscriptions; a writer sends replies and drains what the fan-out had to queue
-(a catch-up, a gap, a socket that fell behind). While nothing is queued, the
-fan-out writes each message's frame, encoded once for every socket
-(`Message.ws_wire`), to the socket directly and the writer sleeps. aiohttp pings the
+The handler's coroutine reads frames and changes subscriptions. A writer task
+runs only while there is something queued (replies, a catch-up, a gap, a
+socket that fell behind): it sends that and ends. Otherwise the fan-out writes
+each message's frame, encoded once for every socket (`Message.ws_wire`), to
+the socket directly, so an idle socket costs no task of its own. aiohttp pings the
 peer every `heartbeat` seconds and closes a socket whose peer stopped
 answering. Close codes, and whether to reconnect: `gateway.disconnect`.
 
@@ -43,6 +43,7 @@ from gateway.http_errors import check_build_id
 from gateway.messages import Kind, Message
 from gateway.resume import Position, parse_token, token
 from gateway.state import GatewayState
+from gateway.watch import Holding
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class _Feed:
     """One subscribed build: its hold on the watch and its place in the fan-out."""
 
     subscriber: Subscriber
-    held: contextlib.AsyncExitStack
+    held: Holding  # the build's watch, entered
     first: list[Message] = field(default_factory=list)  # the catch-up, sent before live ones
 
 
@@ -84,7 +85,22 @@ class _Direct(Direct):
         return message.ws_wire
 
 
+class _Kick(Wakeup):
+    """A socket's wake-up: it starts the socket's writer, which runs only while there is work."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, socket: _Socket) -> None:
+        super().__init__()
+        self._socket = socket
+
+    def set(self) -> None:
+        self._socket.kick()
+
+
 class _Socket:
+    __slots__ = ("_direct", "_ending", "_feeds", "_kick", "_replies", "_state", "_writer", "_ws")
+
     def __init__(
         self, ws: web.WebSocketResponse, state: GatewayState, transport: asyncio.BaseTransport
     ) -> None:
@@ -93,8 +109,10 @@ class _Socket:
         self._direct = _Direct(ws, transport)
         self._feeds: dict[str, _Feed] = {}
         self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
-        self._wakeup = Wakeup()
+        self._kick = _Kick(self)
         self._ending: Ending | None = None
+        # Runs while something is queued; None while the fan-out writes directly.
+        self._writer: asyncio.Task[None] | None = None
 
     async def on_frame(self, frame: Any) -> None:
         try:
@@ -145,18 +163,16 @@ class _Socket:
         if len(self._feeds) >= limit:
             raise Refused("too_many", f"a socket follows at most {limit} builds", build_id)
         state = self._state
-        held = contextlib.AsyncExitStack()
+        held = state.watches.watching(build_id)
         try:
-            await held.enter_async_context(state.watches.watching(build_id))
+            await held.__aenter__()
         except (UpstreamNotFound, UpstreamBadRequest) as exc:
-            await held.aclose()
             raise Refused(messages.gone_code(exc), str(exc), build_id) from None
         except BuildcastError as exc:
-            await held.aclose()
             raise Refused("upstream_unavailable", str(exc), build_id) from None
         follower = Follower(state.bus, build_id)
         subscriber = Subscriber(
-            follower, state.settings.subscriber_buffer, self._too_slow, self._wakeup
+            follower, state.settings.subscriber_buffer, self._too_slow, self._kick
         )
         feed = _Feed(subscriber, held)
         self._feeds[build_id] = feed
@@ -166,35 +182,39 @@ class _Socket:
         except BusUnavailable as exc:
             await self._unsubscribe(build_id)
             raise Refused("upstream_unavailable", str(exc), build_id) from None
-        self._wakeup.set()
+        self.kick()
 
     async def _unsubscribe(self, build_id: str) -> None:
         feed = self._feeds.pop(build_id, None)
         if feed is not None:
             await self._state.fanout.detach(feed.subscriber)
-            await feed.held.aclose()
+            await feed.held.__aexit__(None, None, None)
 
     def _reply(self, body: dict[str, Any]) -> None:
         self._replies.append(codec.dumps(body))
-        self._wakeup.set()
+        self.kick()
 
     def _too_slow(self) -> None:
         self._ending = disconnect.TOO_SLOW
-        self._wakeup.set()
+        self.kick()
 
-    async def write(self) -> None:
-        """Send replies and every subscribed build's messages, until the socket must close."""
+    def kick(self) -> None:
+        """Something to write: start the writer unless it runs (or has closed the socket)."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="ws writer")
+
+    async def _write(self) -> None:
         try:
-            await self._write()
+            await self._drain()
         except Exception:  # a bug: tell the client to come back, keep the traceback for us
             log.exception("websocket writer failed")
             await _close(self._ws, disconnect.BUG)
 
-    async def _write(self) -> None:
-        """Queued work first; with none, the fan-out writes to the socket until more queues."""
+    async def _drain(self) -> None:
+        """Send replies and queued messages until none is left, then hand the socket back to
+        the fan-out and end; or close the socket when it must."""
         write_timeout = self._state.settings.write_timeout
         while True:
-            self._wakeup.clear()
             frames = self._replies
             self._replies = []
             for build_id, feed in list(self._feeds.items()):
@@ -221,7 +241,8 @@ class _Socket:
             if not frames and not self._replies and not self._queued():
                 for feed in self._feeds.values():
                     feed.subscriber.direct = self._direct
-                await self._wakeup.wait()
+                self._writer = None
+                return
 
     def _queued(self) -> bool:
         return any(feed.first or feed.subscriber.pending for feed in self._feeds.values())
@@ -233,6 +254,10 @@ class _Socket:
         return message.ws_frame
 
     async def close(self) -> None:
+        if (writer := self._writer) is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         for build_id in list(self._feeds):
             await self._unsubscribe(build_id)
 
@@ -266,20 +291,16 @@ async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResp
     state.sockets.add(ws)
     assert request.transport is not None
     socket = _Socket(ws, state, request.transport)
-    writer = asyncio.create_task(socket.write(), name="ws writer")
     try:
         async for frame in ws:
             if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await socket.on_frame(frame)
-            if writer.done():
+            if ws.closed:  # the writer closed it
                 break
     except Exception:
         log.exception("websocket failed")
         await _close(ws, disconnect.BUG)
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
         await socket.close()
         state.sockets.discard(ws)
     return ws
