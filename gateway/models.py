@@ -7,14 +7,19 @@ normalise on the way in, so everything after them sees one form.
 
 The view functions below them are pure: a model in, the JSON-ready dict of
 PROTOCOL.md "The build view" out (camelCase keys, integer milliseconds).
+
+A large build's body is thousands of events, of which a poll brings a few new
+ones: `BuildReader` validates only those, and `EventViews` converts only those.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any, Final
 
+import msgspec
 from pydantic import (
     AliasChoices,
     AliasGenerator,
@@ -23,6 +28,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -207,6 +214,67 @@ class PartitionEvents(_Upstream):
     events: list[BuildEvent] = []
 
 
+_TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_EVENT_LIST = TypeAdapter(list[BuildEvent])
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    build: BuildStatus
+    first: bytes  # the raw JSON of its first and last events
+    last: bytes
+
+
+class BuildReader:
+    """Parses one build's successive bodies, validating only the events not seen before.
+
+    Pydantic spends about 0.2 s on a body of 10,000 events; msgspec cuts one into
+    raw event slices in about 5 ms, without an object per field. A build keeps all
+    its events and an event never changes (UPSTREAM.md), so when a body's first
+    event and its event at the count seen last are byte for byte the ones seen,
+    the events between are the ones already validated and are reused. Any other
+    body (fewer events, a rewrite, other spacing) is validated whole.
+    """
+
+    def __init__(self) -> None:
+        self._seen: _Seen | None = None
+
+    def read(self, body: bytes) -> BuildStatus:
+        """`body` as a BuildStatus; pydantic's ValidationError if it is not one."""
+        build = self._read_new_events(body)
+        if build is None:
+            self._seen = None
+            # A body the fast path refused: the whole validation says what is wrong,
+            # in the body's own terms (`events.3.timestamp`, not a slice's index).
+            build = BuildStatus.model_validate_json(body)
+        return build
+
+    def _read_new_events(self, body: bytes) -> BuildStatus | None:
+        try:
+            fields = _TOP_LEVEL.decode(body)
+            events = _RAW_LIST.decode(fields.pop("events", b"[]"))
+            head = b",".join(msgspec.json.encode(key) + b":" + raw for key, raw in fields.items())
+            build = BuildStatus.model_validate_json(b"{" + head + b"}")
+            known = self._known(events)
+            new = _EVENT_LIST.validate_json(b"[" + b",".join(events[len(known) :]) + b"]")
+        except (msgspec.DecodeError, ValidationError):
+            return None
+        build = build.model_copy(update={"events": [*known, *new]})
+        self._seen = _Seen(build, bytes(events[0]), bytes(events[-1])) if events else None
+        return build
+
+    def _known(self, events: list[msgspec.Raw]) -> list[BuildEvent]:
+        """The events validated before that `events` starts with: all those seen last, or none."""
+        seen = self._seen
+        if seen is None:
+            return []
+        count = len(seen.build.events)
+        if len(events) < count or bytes(events[count - 1]) != seen.last:
+            return []
+        return seen.build.events if bytes(events[0]) == seen.first else []
+
+
 UNKNOWN_PARTITION: Final[View] = {"status": None, "updatedAtMs": None, "delegatedTo": None}
 """The entry of a requested ref whose status is not known yet. Copy it, never mutate it."""
 
@@ -256,24 +324,75 @@ def partitions_from_events(build: BuildStatus) -> dict[str, View]:
     when it names a ref and a partition status, whatever its type. "Latest" is by
     timestamp, ties going to the later event, so an unsorted upstream still works.
     """
-    requested = set(build.requested_partitions)
     latest: dict[str, BuildEvent] = {}
-    for event in build.events:
+    _keep_latest(latest, build.events)
+    return _implied(latest, build.requested_partitions)
+
+
+def _keep_latest(latest: dict[str, BuildEvent], events: Iterable[BuildEvent]) -> None:
+    for event in events:
         ref = event.partition_ref
-        if ref is None or ref not in requested or event.partition_status is None:
+        if ref is None or event.partition_status is None:
             continue
         if ref not in latest or event.timestamp >= latest[ref].timestamp:
             latest[ref] = event
+
+
+def _implied(latest: Mapping[str, BuildEvent], requested: Iterable[str]) -> dict[str, View]:
     return {
         ref: _partition_entry(e.partition_status, e.timestamp, e.delegated_build_request_id)
-        for ref, e in latest.items()
+        for ref in requested
+        if (e := latest.get(ref)) is not None
     }
 
 
+class EventViews:
+    """A build's events as its views show them, kept from one poll to the next.
+
+    The upstream only appends events (UPSTREAM.md), so each poll converts only the
+    events after the last one converted; if that one is gone or differs, all of
+    them again. The event dicts are shared by every view built from them: a view
+    is never mutated once built.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[BuildEvent] = []
+        self._views: list[View] = []
+        self._latest: dict[str, BuildEvent] = {}  # per ref, as in `partitions_from_events`
+
+    def update(self, events: list[BuildEvent]) -> None:
+        """Take a new body's events."""
+        count = len(self._events)
+        if count and (len(events) < count or events[count - 1] != self._events[count - 1]):
+            self._views, self._latest, count = [], {}, 0
+        added = events[count:]
+        self._views.extend(event_view(event) for event in added)
+        _keep_latest(self._latest, added)
+        self._events = events
+
+    @property
+    def views(self) -> list[View]:
+        """The events of the view, as a list of its own (appending to it changes no view)."""
+        return list(self._views)
+
+    def partitions(self, requested: Iterable[str]) -> dict[str, View]:
+        """`partitions_from_events` of the events taken so far."""
+        return _implied(self._latest, requested)
+
+
 def build_view(
-    build: BuildStatus, partitions: Mapping[str, View], *, seq: int, stale: bool
+    build: BuildStatus,
+    partitions: Mapping[str, View],
+    *,
+    seq: int,
+    stale: bool,
+    events: list[View] | None = None,
 ) -> View:
-    """PROTOCOL.md's build view: an entry in `partitions` for every requested ref, in order."""
+    """PROTOCOL.md's build view: an entry in `partitions` for every requested ref, in order.
+
+    `events` are the build's events already converted (`EventViews.views`); without
+    them, each one is converted here.
+    """
     return {
         "buildId": build.build_request_id,
         "seq": seq,
@@ -284,7 +403,7 @@ def build_view(
         "partitions": {
             ref: dict(partitions.get(ref, UNKNOWN_PARTITION)) for ref in build.requested_partitions
         },
-        "events": [event_view(event) for event in build.events],
+        "events": [event_view(event) for event in build.events] if events is None else events,
         "stale": stale,
     }
 

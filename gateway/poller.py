@@ -39,12 +39,13 @@ from gateway.models import (
     TERMINAL_BUILD_STATUSES,
     UNKNOWN_PARTITION,
     BuildEvent,
+    BuildReader,
     BuildStatus,
+    EventViews,
     PartitionState,
     View,
     build_view,
     partition_view,
-    partitions_from_events,
 )
 from gateway.resume import Position, new_epoch
 from gateway.settings import Settings
@@ -72,6 +73,9 @@ class Poller:
         self._seq = 0
         self._build: BuildStatus | None = None
         self._etag: str | None = None
+        # A large build's poll costs its new events, not all of them (both keep what they saw).
+        self._reader = BuildReader()
+        self._events = EventViews()
         self._events_seen = 0
         self._partitions: dict[str, View] = {}
         self._partition_etags: dict[str, str] = {}
@@ -166,7 +170,7 @@ class Poller:
         return backoff * random.uniform(0.5, 1.0)  # jitter: pollers must not retry in step
 
     async def _poll(self) -> None:
-        fetched = await self._upstream.build(self.build_id, etag=self._etag)
+        fetched = await self._upstream.build(self.build_id, etag=self._etag, reader=self._reader)
         if fetched.body is not None:
             self._build, self._etag = fetched.body, fetched.etag
         build = self._build
@@ -178,16 +182,22 @@ class Poller:
             # after thousands of partition reads; the statuses read follow as a delta.
             await self._publish(self._view(build))
             self._settle(None)
+        first_look = not self._partitions
         await self._refresh_partitions(refs)
+        if first_look:  # every status was just read: the background refresh starts from now
+            self._last_poll = time.monotonic()
         await self._publish(self._view(build))
 
     def _view(self, build: BuildStatus) -> View:
-        derived = partitions_from_events(build)
+        self._events.update(build.events)
+        derived = self._events.partitions(build.requested_partitions)
         partitions = {
             ref: _newest(self._partitions.get(ref), derived.get(ref)) or UNKNOWN_PARTITION
             for ref in build.requested_partitions
         }
-        return build_view(build, partitions, seq=self._seq + 1, stale=False)
+        return build_view(
+            build, partitions, seq=self._seq + 1, stale=False, events=self._events.views
+        )
 
     def _refs_to_read(self, build: BuildStatus) -> list[str]:
         requested = build.requested_partitions

@@ -4,13 +4,14 @@ Every failure leaves this module as a `gateway.errors.UpstreamError` with a shor
 message and its cause chained; nothing above it sees an httpx or pydantic exception.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gateway import __version__
 from gateway.errors import (
@@ -19,10 +20,9 @@ from gateway.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from gateway.models import BuildStatus, PartitionEvents, PartitionStatus
+from gateway.models import BuildReader, BuildStatus, PartitionEvents, PartitionStatus
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 
 # Not `slots=True`: on Python 3.11 a frozen, slotted, generic dataclass cannot be
@@ -92,26 +92,37 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def build(self, build_id: str, etag: str | None = None) -> Fetched[BuildStatus]:
+    async def build(
+        self, build_id: str, etag: str | None = None, reader: BuildReader | None = None
+    ) -> Fetched[BuildStatus]:
+        """The build; a poller passes its `reader`: only the events it has not seen are parsed."""
         return await self._fetch(
-            f"/api/v1/builds/{_segment(build_id)}", BuildStatus, f"build request {build_id}", etag
+            f"/api/v1/builds/{_segment(build_id)}",
+            (reader or BuildReader()).read,
+            f"build request {build_id}",
+            etag,
         )
 
     async def partition_status(self, ref: str, etag: str | None = None) -> Fetched[PartitionStatus]:
         return await self._fetch(
-            f"/api/v1/partitions/{_segment(ref)}/status", PartitionStatus, f"partition {ref}", etag
+            f"/api/v1/partitions/{_segment(ref)}/status",
+            PartitionStatus.model_validate_json,
+            f"partition {ref}",
+            etag,
         )
 
     async def partition_events(self, ref: str) -> PartitionEvents:
         what = f"partition {ref}"
         response = await self._send(f"/api/v1/partitions/{_segment(ref)}/events", what, None)
-        return self._parse(response, PartitionEvents, what)
+        return self._parse(response, PartitionEvents.model_validate_json, what)
 
-    async def _fetch(self, path: str, model: type[M], what: str, etag: str | None) -> Fetched[M]:
+    async def _fetch(
+        self, path: str, parse: Callable[[bytes], T], what: str, etag: str | None
+    ) -> Fetched[T]:
         response = await self._send(path, what, etag)
         if etag is not None and response.status_code == httpx.codes.NOT_MODIFIED:
             return Fetched(None, response.headers.get("ETag", etag))
-        return Fetched(self._parse(response, model, what), response.headers.get("ETag"))
+        return Fetched(self._parse(response, parse, what), response.headers.get("ETag"))
 
     async def _send(self, path: str, what: str, etag: str | None) -> httpx.Response:
         """GET `path`; transport failures become UpstreamUnavailable."""
@@ -132,8 +143,8 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"upstream connection failed for {what}") from exc
 
     @staticmethod
-    def _parse(response: httpx.Response, model: type[M], what: str) -> M:
-        """The body as `model`, or the error its status or content calls for."""
+    def _parse(response: httpx.Response, parse: Callable[[bytes], T], what: str) -> T:
+        """The body as `parse` reads it, or the error its status or content calls for."""
         status = response.status_code
         if status == httpx.codes.NOT_FOUND:
             raise UpstreamNotFound(f"no {what} upstream")
@@ -145,7 +156,7 @@ class UpstreamClient:
             )
         try:
             # From the raw bytes: exact integers beyond 2**53 (no float on the way).
-            return model.model_validate_json(response.content)
+            return parse(response.content)
         except ValidationError as exc:
             raise UpstreamInvalid(
                 f"upstream sent an invalid answer for {what}: {_describe(exc)}"

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.diff import apply, diff
+from gateway.diff import apply, apply_encoded, diff
 from gateway.models import BuildStatus, build_view
 
 REFS = ["reviews/date=2026-11-27", "podcasts/date=2026-11-27", "a b/c=%41/é"]
@@ -112,3 +112,63 @@ def test_rewritten_events_or_dropped_partitions_need_a_snapshot() -> None:
     }
     assert diff(old, {**old, "events": [{"eventId": "e1", "message": "b"}]}) is None
     assert diff(old, {**old, "partitions": {"p": {}}}) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(upstream_states())
+def test_applying_to_the_encoded_view_gives_the_encoding_of_the_applied_view(
+    states: list[Any],
+) -> None:
+    """What the Redis bus's `latest` does (base JSON + the deltas since) gives a client's view."""
+    base, client = b"", {}
+    since: list[dict[str, Any]] = []
+    published: dict[str, Any] | None = None
+    seq = 0
+    for build, partitions, stale in states:
+        view = build_view(BuildStatus.model_validate(build), partitions, seq=seq + 1, stale=stale)
+        changes = None if published is None else diff(published, view)
+        if changes == {}:
+            continue
+        seq += 1
+        if changes is None:
+            base, since, client = orjson.dumps(view), [], view
+        else:
+            since.append(orjson.loads(orjson.dumps(changes)))
+            client = apply(client, seq, since[-1])
+        assert apply_encoded(base, seq, since) == orjson.dumps(client)
+        published = view
+
+
+def long_view(count: int, seq: int = 1) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "status": "BuildRequestExecuting",
+        "partitions": {"p": {"status": "PartitionBuilding"}},
+        "events": [{"eventId": f"ev-{n}", "message": f"event {n}"} for n in range(count)],
+    }
+
+
+def test_a_long_history_gives_a_delta_of_the_new_events_only() -> None:
+    old, new = long_view(10_000), long_view(10_005, seq=2)
+    assert diff(old, new) == {"events": new["events"][10_000:]}
+    assert apply(old, 2, diff(old, new) or {}) == new
+
+
+def test_a_long_history_rewritten_where_it_shows_needs_a_snapshot() -> None:
+    old = long_view(10_000)
+    last_rewritten = long_view(10_005, seq=2)
+    last_rewritten["events"][9_999] = {"eventId": "ev-9999", "message": "rewritten"}
+    first_rewritten = long_view(10_005, seq=2)
+    first_rewritten["events"][0] = {"eventId": "ev-other", "message": "another history"}
+    assert diff(old, last_rewritten) is None, "the last event the client has changed"
+    assert diff(old, first_rewritten) is None, "another history under the same id"
+    assert diff(old, long_view(9_999, seq=2)) is None, "events lost"
+
+
+def test_applying_to_an_encoded_view_without_events_or_deltas() -> None:
+    empty = {**long_view(0), "requestedPartitions": ["p"]}
+    changes = {"events": [{"eventId": "e"}], "partitions": {"q": {"status": None}}, "new": 1}
+    assert orjson.loads(apply_encoded(orjson.dumps(empty), 2, [changes])) == apply(
+        empty, 2, changes
+    )
+    assert apply_encoded(orjson.dumps(empty), 1, []) == orjson.dumps(empty)

@@ -14,8 +14,10 @@ from gateway.models import (
     TERMINAL_BUILD_STATUSES,
     UNKNOWN_PARTITION,
     BuildEvent,
+    BuildReader,
     BuildRequestStatus,
     BuildStatus,
+    EventViews,
     JobStatus,
     PartitionEvents,
     PartitionState,
@@ -418,3 +420,94 @@ def test_views_are_plain_json() -> None:
     view = build_view(build, partitions_from_events(build), seq=42, stale=False)
     assert json.loads(json.dumps(view)) == view
     assert type(view["status"]) is str
+
+
+# --- a build read poll after poll: only what is new is validated and converted
+
+
+def numbered(n: int, message: str = "") -> dict[str, Any]:
+    """Event `n`: a partition event every third, else a job event."""
+    event: dict[str, Any] = {
+        "event_id": f"ev-{n}",
+        "timestamp": 1795766400000000000 + n,
+        "message": message or f"event {n}",
+    }
+    ref = {"str": ["reviews/date=2026-11-27", "podcasts/date=2026-11-27"][n % 2]}
+    if n % 3 == 0:
+        return {**event, "partition_ref": ref, "partition_status": "PartitionBuilding"}
+    return {**event, "job": {"job_run_id": f"jr-{n}", "target_partitions": [ref]}}
+
+
+def body(events: list[dict[str, Any]], *, spaced: bool = False, camel_case: bool = False) -> bytes:
+    payload = {**BUILD, "events": events}
+    return json.dumps(
+        camel(payload) if camel_case else payload, indent=1 if spaced else None
+    ).encode()
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> list[bytes]:
+    """A build's successive bodies: mostly appends; sometimes the last, first or all rewritten."""
+    events: list[dict[str, Any]] = []
+    found = []
+    for _ in range(draw(st.integers(1, 8))):
+        events = [*events, *(numbered(len(events) + i) for i in range(draw(st.integers(0, 4))))]
+        change = draw(st.sampled_from(["append", "append", "last", "first", "fewer", "new"]))
+        if events and change == "last":
+            events = [*events[:-1], numbered(len(events) - 1, "rewritten")]
+        elif events and change == "first":
+            events = [numbered(0, "another history"), *events[1:]]
+        elif change == "fewer":
+            events = events[: draw(st.integers(0, len(events)))]
+        elif change == "new":
+            events = []
+        found.append(body(events, spaced=draw(st.booleans()), camel_case=draw(st.booleans())))
+    return found
+
+
+@given(bodies())
+def test_a_reader_gives_what_validating_each_whole_body_gives(found: list[bytes]) -> None:
+    reader = BuildReader()
+    for raw in found:
+        assert reader.read(raw) == BuildStatus.model_validate_json(raw)
+
+
+def test_a_reader_validates_only_the_events_it_has_not_seen() -> None:
+    reader = BuildReader()
+    first = reader.read(body([numbered(n) for n in range(1_000)]))
+    second = reader.read(body([numbered(n) for n in range(1_005)]))
+    assert all(a is b for a, b in zip(first.events, second.events[:1_000], strict=True))
+    rewritten = reader.read(body([*(numbered(n) for n in range(1_004)), numbered(1_004, "new")]))
+    assert rewritten.events[-1].message == "new"
+    assert rewritten.events[0] is not second.events[0], "a rewrite is validated whole"
+
+
+def test_a_reader_says_where_a_new_event_is_wrong() -> None:
+    reader = BuildReader()
+    reader.read(body([numbered(n) for n in range(3)]))
+    with pytest.raises(ValidationError) as raised:
+        reader.read(body([*(numbered(n) for n in range(4)), {**numbered(4), "timestamp": 1.5}]))
+    assert raised.value.errors()[0]["loc"] == ("events", 4, "timestamp")
+    assert reader.read(body([numbered(n) for n in range(5)])).events[-1].event_id == "ev-4"
+
+
+def test_event_views_convert_each_event_once_and_start_over_on_a_rewrite() -> None:
+    kept = EventViews()
+    requested = ["reviews/date=2026-11-27", "podcasts/date=2026-11-27"]
+    history: list[list[dict[str, Any]]] = [
+        [numbered(n) for n in range(4)],
+        [numbered(n) for n in range(9)],
+        [*(numbered(n) for n in range(8)), numbered(8, "rewritten")],
+        [numbered(n) for n in range(2)],
+    ]
+    views = []
+    for events in history:
+        build = parse_build({**BUILD, "events": events})
+        kept.update(build.events)
+        views.append(kept.views)
+        assert views[-1] == [event_view(event) for event in build.events]
+        assert kept.partitions(requested) == partitions_from_events(build)
+    assert views[1][:4] == views[0] and views[1][0] is views[0][0], "converted once"
+    assert views[2][0] is not views[1][0], "converted again after a rewrite"
+    views[3].append({"eventId": "scribbled"})
+    assert len(kept.views) == 2, "each view has a list of its own"

@@ -7,10 +7,19 @@ from contextlib import suppress
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway import codec
+from gateway.bus import MemoryBus
+from gateway.diff import apply
+from gateway.messages import Kind, Message
+from gateway.models import BuildStatus, build_view, partitions_from_events
+from gateway.poller import Poller
+from gateway.settings import Settings
 from gateway.simulator import Simulator
+from gateway.upstream import UpstreamClient
 from tests.conftest import StartGateway, Upstream
 from tests.sse import Viewer
 from tests.test_sse import stream_url
@@ -159,3 +168,71 @@ async def test_an_ended_build_is_polled_at_the_idle_pace(
     await asyncio.sleep(1.6)
     polls = await build_requests(control, build_id) - before
     assert 2 <= polls <= 5, f"{polls} polls in 1.6 s: the 0.1 s pace would make about 16"
+
+
+def long_build(events: int, rewritten: int | None = None) -> dict[str, Any]:
+    """A build of `events` job events; the one numbered `rewritten` says so."""
+    listed = [
+        {
+            "event_id": f"ev-{n}",
+            "timestamp": 1795766400000000000 + n * 1_000_000,
+            "message": f"step {n}",
+            "job": {"job_run_id": f"jr-{n}", "target_partitions": [{"str": f"p{n % 3}"}]},
+        }
+        for n in range(events)
+    ]
+    if rewritten is not None:
+        listed[rewritten] = {**listed[rewritten], "message": "rewritten upstream"}
+    return {
+        "build_request_id": "br-long",
+        "status": "BuildRequestExecuting",
+        "requested_partitions": [{"str": "p0"}, {"str": "p1"}, {"str": "p2"}],
+        "created_at": 1795766400000000000,
+        "updated_at": listed[-1]["timestamp"],
+        "events": listed,
+    }
+
+
+async def test_a_long_build_is_followed_with_deltas_of_its_new_events() -> None:
+    """Poll after poll, the poller reads only the new events, and says only them."""
+    bodies = [
+        long_build(2_000),
+        long_build(2_005),
+        long_build(2_010),
+        long_build(2_010, rewritten=2_009),
+        long_build(2_015, rewritten=2_009),
+    ]
+    served = iter(bodies)
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/v1/partitions/"):
+            return httpx.Response(404)
+        return httpx.Response(200, json=next(served, bodies[-1]))
+
+    bus = MemoryBus()
+    got: list[Message] = []
+    await bus.start(got.append)
+    await bus.subscribe("br-long")
+    settings = Settings(upstream="http://bgs.test", poll_active=0.001)
+    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
+        poller = Poller("br-long", client, bus, settings)
+        task = asyncio.create_task(poller.run())
+        async with asyncio.timeout(10):
+            while len(got) < len(bodies):
+                await asyncio.sleep(0.01)
+        task.cancel()
+    assert [(m.kind, m.seq) for m in got] == [
+        (Kind.SNAPSHOT, 1),
+        (Kind.DELTA, 2),
+        (Kind.DELTA, 3),
+        (Kind.SNAPSHOT, 4),
+        (Kind.DELTA, 5),
+    ], "a rewritten event cannot be said as a delta"
+    deltas = [codec.loads(m.data)["changes"] for m in got if m.kind is Kind.DELTA]
+    assert [[e["eventId"] for e in d["events"]] for d in deltas] == [
+        [f"ev-{n}" for n in range(first, first + 5)] for first in (2_000, 2_005, 2_010)
+    ]
+    client_view = apply(codec.loads(codec.snapshot_view(got[3])), 5, deltas[-1])
+    expected = BuildStatus.model_validate(bodies[-1])
+    assert client_view == build_view(expected, partitions_from_events(expected), seq=5, stale=False)
+    assert client_view["events"][2_009]["message"] == "rewritten upstream"

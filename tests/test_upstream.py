@@ -15,6 +15,7 @@ from gateway.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
+from gateway.models import BuildReader
 from gateway.upstream import Fetched, UpstreamClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -238,3 +239,22 @@ async def test_a_real_refused_connection_is_unavailable() -> None:
     async with UpstreamClient(f"http://127.0.0.1:{port}") as client:
         with pytest.raises(UpstreamUnavailable, match="cannot connect to upstream"):
             await client.build("br-x")
+
+
+async def test_a_pollers_reader_parses_only_new_events_and_still_refuses_bad_ones() -> None:
+    events = [{"event_id": f"ev-{n}", "timestamp": 1795766400000000000 + n} for n in range(4)]
+    answers = iter(
+        [
+            {**BUILD, "events": events[:2]},
+            {**BUILD, "events": events[:3]},
+            {**BUILD, "events": [*events[:3], {**events[3], "timestamp": 1.5}]},
+        ]
+    )
+    reader = BuildReader()
+    async with client_for(lambda request: httpx.Response(200, json=next(answers))) as client:
+        first = (await client.build("br-x", reader=reader)).body
+        second = (await client.build("br-x", reader=reader)).body
+        assert first is not None and second is not None
+        assert second.events[0] is first.events[0], "validated once"
+        with pytest.raises(UpstreamInvalid, match=r"events\.3\.timestamp"):
+            await client.build("br-x", reader=reader)

@@ -21,6 +21,10 @@ tests/test_bus_contract.py runs against each one):
   order, [] when `since` is the latest, or None when the epoch differs or the
   history no longer reaches back: the reader must then take `latest`.
 - Errors are delivered but never stored: they belong to no position.
+- Cost: a publish costs about the size of its message, not of the build's view
+  (a build may hold 10,000 events): the view passed along is kept by reference
+  or encoded only now and then, never once per message. `latest` may cost the
+  whole view, once per seq; what it makes is reused while it is current.
 - Faults: a bus that cannot reach its store raises BusUnavailable from any
   call but `start`, `close`, `subscribe` and `unsubscribe`, which never raise:
   the bus keeps what was asked and resubscribes by itself when it can. While
@@ -52,7 +56,10 @@ class Bus(Protocol):
     async def unsubscribe(self, build_id: str) -> None: ...
 
     async def publish(self, message: Message, view: View | None) -> bool:
-        """Store and deliver `message`; `view` is the build's view at its seq (None for errors)."""
+        """Store and deliver `message`; `view` is the build's view at its seq (None for errors).
+
+        The bus may keep `view` as it is: the caller never mutates it afterwards.
+        """
 
     async def latest(self, build_id: str) -> Message | None:
         """A snapshot message at the build's newest position, or None if none is stored."""

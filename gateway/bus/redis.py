@@ -2,12 +2,23 @@
 
 Per build, in one Cluster slot (see `gateway.redis_client`):
 
-    bc:{TAG}:ID:state   hash: epoch, seq, and the view's JSON at that seq
+    bc:{TAG}:ID:state   hash: epoch, seq, summary, and `base`: the view's JSON at `base_seq`
     bc:{TAG}:ID:log     stream of the epoch's messages, entry id SEQ-0, trimmed to `history`
     bc:{TAG}:ID:msgs    pub/sub channel: every message as it is published
 
-Publishing is one script: the fencing check, the stored view, the stream entry
+Publishing is one script: the fencing check, the stored state, the stream entry
 and the PUBLISH happen at once, so whoever hears a message can resume after it.
+
+A delta does not store the whole view: a build of 10,000 events would write
+megabytes per change of a few hundred bytes. The view at the latest seq is the
+base plus the deltas logged since, which `latest` applies (once per seq: its
+snapshot is kept while it is current). A snapshot stores its view as the new
+base; a delta is refused with "base needed" once the deltas since the base
+would outnumber `compact_every` (never beyond `history`: the log must still hold
+them all) or outweigh the base itself, and `publish` then sends the view along
+to compact them. So a change costs about its own size in writes, amortised,
+and `latest` applies a bounded number of deltas.
+
 Stored keys expire `retention` after the last publish or `retain` (the owner
 calls it while it polls), so Redis holds only the builds polled recently.
 
@@ -31,7 +42,8 @@ from redis.asyncio.client import PubSub
 from gateway import messages
 from gateway.aio import stop, stopping
 from gateway.bus.base import Deliver
-from gateway.codec import dumps, loads
+from gateway.codec import dumps, loads, snapshot_view
+from gateway.diff import apply_encoded
 from gateway.errors import BusUnavailable
 from gateway.messages import Kind, Message
 from gateway.models import View, summarize
@@ -43,22 +55,49 @@ log = logging.getLogger(__name__)
 _HELLO = "bc:hello"
 """A channel subscribed first on every connection: its confirmation means the rest are too."""
 
-# KEYS: state, log. ARGV: kind, epoch, seq, payload, view, history, retention ms, channel,
-# summary (what lists of builds show, read without the whole view).
+# KEYS: state, log. ARGV: kind, epoch, seq, payload, base (the view's JSON, or '' for a
+# delta on the stored base), history, retention ms, channel, summary (what lists of
+# builds show, read without the view), most deltas on one base.
+# Answers 1 stored (or an error delivered), 0 refused by the fencing, -1 base needed.
 _PUBLISH = """
 if ARGV[1] ~= 'error' then
-  local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'base_seq', 'tail')
   local follows = stored[1] == ARGV[2] and tonumber(stored[2]) + 1 == tonumber(ARGV[3])
-  local fresh = ARGV[1] == 'snapshot' and not stored[1]
+  local fresh = ARGV[1] == 'snapshot' and not stored[3]
   if not (follows or fresh) then return 0 end
-  if fresh then redis.call('DEL', KEYS[2]) end
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'view', ARGV[5], 'summary', ARGV[9])
+  if ARGV[5] == '' then
+    if not stored[3] or tonumber(ARGV[3]) - tonumber(stored[3]) > tonumber(ARGV[10]) then
+      return -1
+    end
+    local tail = tonumber(stored[4]) + #ARGV[4]
+    if tail > redis.call('HSTRLEN', KEYS[1], 'base') then return -1 end
+    redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'tail', tail)
+  else
+    if fresh then redis.call('DEL', KEYS[2]) end
+    redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'base', ARGV[5],
+               'base_seq', ARGV[3], 'tail', 0)
+  end
+  redis.call('HSET', KEYS[1], 'summary', ARGV[9])
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ARGV[3] .. '-0', 'm', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
 redis.call('PUBLISH', ARGV[8], ARGV[4])
 return 1
+"""
+
+# KEYS: state, log. Answers epoch, seq, base, base seq, then the logged messages after
+# the base; nil when no base is stored.
+_LATEST = """
+local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'base', 'base_seq')
+if not stored[4] then return false end
+local found = {stored[1], stored[2], stored[3], stored[4]}
+if stored[4] ~= stored[2] then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (stored[4] + 1) .. '-0', '+')) do
+    found[#found + 1] = entry[2][2]
+  end
+end
+return found
 """
 
 # KEYS: state, log. ARGV: epoch, since seq, first wanted entry id. Nil: resume impossible.
@@ -101,6 +140,20 @@ def decode(build_id: str, payload: bytes) -> Message:
 
 Stored = bytes | str | None  # what HMGET answers per field
 
+_STORED, _BASE_NEEDED = 1, -1  # the publish script's answers, besides 0: refused
+
+
+def _current(build_id: str, base: bytes, base_seq: int, seq: int, logged: list[bytes]) -> bytes:
+    """The view's JSON at `seq`: `base` (at `base_seq`) with the logged deltas since applied."""
+    if seq == base_seq:
+        return base
+    deltas = [decode(build_id, payload) for payload in logged]
+    if [delta.seq for delta in deltas] != list(range(base_seq + 1, seq + 1)):
+        # The publish script keeps every delta since the base; only a foreign writer
+        # (an older version, a hand edit) could break that.
+        raise BusUnavailable(f"Redis lacks deltas of {build_id} since its stored base")
+    return apply_encoded(base, seq, (loads(delta.data)["changes"] for delta in deltas))
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -121,13 +174,16 @@ class RedisBus:
         history: int = 1000,
         retention: float = 86_400.0,
         max_backoff: float = 2.0,
+        compact_every: int = 100,
     ) -> None:
         self._connection = connection
         self._redis = connection.commands
         self._history = history
+        self._deltas_per_base = min(compact_every, history)
         self._retention_ms = int(retention * 1000)
         self._max_backoff = max_backoff
         self._publish = self._redis.register_script(_PUBLISH)
+        self._latest = self._redis.register_script(_LATEST)
         self._history_script = self._redis.register_script(_HISTORY)
         self._retain = self._redis.register_script(_RETAIN)
         self._deliver: Deliver | None = None
@@ -190,22 +246,34 @@ class RedisBus:
                 del self._confirmations[channel]
 
     async def publish(self, message: Message, view: View | None) -> bool:
-        if message.kind is not Kind.ERROR and view is None:
+        if message.kind is Kind.ERROR:
+            return await self._store(message, b"", b"") == _STORED
+        if view is None:
             raise ValueError("a snapshot or delta is published with the view at its seq")
+        summary = dumps(summarize(view))
+        # A snapshot's view is already encoded in it; a delta's only when the script asks.
+        base = snapshot_view(message) if message.kind is Kind.SNAPSHOT else b""
+        answer = await self._store(message, base, summary)
+        if answer == _BASE_NEEDED:
+            answer = await self._store(message, dumps(view), summary)
+        return answer == _STORED
+
+    async def _store(self, message: Message, base: bytes, summary: bytes) -> int:
         keys = [build_key(message.build_id, "state"), build_key(message.build_id, "log")]
         args: list[bytes | str | int] = [
             str(message.kind),
             message.epoch,
             message.seq,
             encode(message),
-            b"" if view is None else dumps(view),
+            base,
             self._history,
             self._retention_ms,
             build_key(message.build_id, "msgs"),
-            b"" if view is None else dumps(summarize(view)),
+            summary,
+            self._deltas_per_base,
         ]
         with reaching_redis():
-            return bool(await self._publish(keys=keys, args=args))
+            return int(await self._publish(keys=keys, args=args))
 
     async def position(self, build_id: str) -> Position | None:
         with reaching_redis():
@@ -219,16 +287,22 @@ class RedisBus:
         return _position(stored)
 
     async def latest(self, build_id: str) -> Message | None:
-        """The stored view as a snapshot; the last one read is reused while it is current."""
+        """The view at the newest seq as a snapshot: the stored base, with the deltas since applied.
+
+        That reads the whole view and copies it once (`diff.apply_encoded` decodes only
+        what the deltas touch): the snapshot of a subscribed build is kept and reused
+        while it is current, so it is made once per seq.
+        """
         cached = self._snapshots.get(build_id)
         if cached is not None and await self.position(build_id) == cached.position:
             return cached
+        keys = [build_key(build_id, "state"), build_key(build_id, "log")]
         with reaching_redis():
-            epoch, seq, view = await self._redis.hmget(
-                build_key(build_id, "state"), ["epoch", "seq", "view"]
-            )
-        if epoch is None or seq is None or not isinstance(view, bytes):
+            found = await self._latest(keys=keys)
+        if found is None:
             return None
+        epoch, seq, base, base_seq, *logged = found
+        view = _current(build_id, base, int(base_seq), int(seq), logged)
         snapshot = messages.stored_snapshot(build_id, _text(epoch), int(seq), view)
         if build_key(build_id, "msgs") in self._channels:
             self._snapshots[build_id] = snapshot
