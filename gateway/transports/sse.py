@@ -146,7 +146,7 @@ async def _serve(
         direct = _Direct(transport, chunked) if single else None
         try:
             await response.write(codec.sse_retry(settings.retry_ms) + ids.frames(caught_up + first))
-            state.heartbeats.add(transport, _framed(codec.HEARTBEAT, chunked))
+            state.heartbeats.add(transport, _HEARTBEATS[chunked])
             await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
         except ConnectionResetError:
             pass
@@ -160,8 +160,8 @@ async def _serve(
     return response
 
 
-def _framed(body: bytes, chunked: bool) -> bytes:
-    return codec.http_chunk(body) if chunked else body
+_HEARTBEATS = {True: codec.http_chunk(codec.HEARTBEAT), False: codec.HEARTBEAT}
+"""The comment as a chunked response needs it, and as it is; the same bytes for every stream."""
 
 
 async def _send(
