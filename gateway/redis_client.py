@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from redis import exceptions
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -37,6 +37,12 @@ _OPTIONS: dict[str, Any] = {
     "health_check_interval": 5,
     "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
 }
+POOL_SIZE = 64
+POOL_WAIT = 5.0
+"""Connections per process to a plain Redis. A burst of viewers (a wall screen
+reloading, a replica's clients reconnecting) makes more calls at once than
+that: they wait up to POOL_WAIT seconds for a connection rather than fail."""
+
 FAULTS = (
     exceptions.ConnectionError,  # also BusyLoadingError: a restarted Redis reading its data
     exceptions.TimeoutError,
@@ -88,7 +94,10 @@ class RedisConnection:
 
 async def connect(url: str) -> RedisConnection:
     """Connect and find out whether `url` names a Cluster; BusUnavailable if unreachable."""
-    probe = Redis.from_url(url, **_OPTIONS)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=POOL_WAIT, **_OPTIONS
+    )
+    probe = Redis.from_pool(pool)
     try:
         info = await probe.info("cluster")
     except FAULTS as exc:

@@ -21,7 +21,7 @@ from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import Upstream
 from tests.redis_servers import RedisServer
-from tests.sse import Viewer, ended
+from tests.sse import Viewer, ended, events
 from tests.test_sse import drive, stream_url
 
 pytestmark = pytest.mark.integration
@@ -289,3 +289,22 @@ async def test_the_poller_survives_the_upstream_and_redis_down_at_once(
     assert polls(replica, build_id), "the poller outlived both outages"
     async with session.get(replica.make_url(f"/api/v1/builds/{build_id}")) as response:
         assert viewer.view == await response.json()
+
+
+async def test_a_burst_of_viewers_all_get_their_snapshot(
+    sim: Simulator, start_replica: StartReplica
+) -> None:
+    """More viewers at once than Redis connections in the pool wait for one, not fail."""
+    replica = await start_replica()
+    build_id = sim.create_build(4)
+    connector = aiohttp.TCPConnector(limit=0)  # all at once: no client-side queue
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def first_message() -> str:
+            async with session.get(stream_url(replica, build_id)) as response:
+                if response.status != 200:
+                    return f"{response.status} {await response.text()}"
+                return (await anext(events(response))).event
+
+        arrivals = await asyncio.gather(*(first_message() for _ in range(300)))
+    assert arrivals == ["snapshot"] * 300, {a for a in arrivals if a != "snapshot"}
