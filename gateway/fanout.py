@@ -35,20 +35,39 @@ HIGH_WATER = 64 * 1024
 
 
 class Direct:
-    """A connection's socket, written by the fan-out while the connection has nothing queued."""
+    """A connection's socket, written by the fan-out while the connection has nothing queued.
 
-    __slots__ = ("_transport",)
+    What one turn of the event loop brings for a socket goes out at the turn's
+    end, in one write: a burst of messages costs one send, not one per message.
+    """
+
+    __slots__ = ("_batch", "_transport")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's subclasses no ABC
+        self._batch: list[bytes] = []
+
+    def open(self) -> bool:
+        return not self._transport.is_closing()
 
     def ready(self) -> bool:
         """Whether the socket takes a write now: open, and its buffer below the high water."""
-        transport = self._transport
-        return not transport.is_closing() and transport.get_write_buffer_size() < HIGH_WATER
+        return self.open() and self._transport.get_write_buffer_size() < HIGH_WATER
 
-    def write(self, message: Message) -> None:
-        self._transport.write(self.wire(message))
+    def add(self, message: Message) -> bool:
+        """Take the message's bytes for the next flush; True if it is the first since the last."""
+        batch = self._batch
+        batch.append(self.wire(message))
+        return len(batch) == 1
+
+    def flush(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        if self.open():
+            self._transport.write(data)
 
     def wire(self, message: Message) -> bytes:
         """The message's bytes on this connection's wire, encoded once per message."""
@@ -119,13 +138,16 @@ class Subscriber:
         # Set by the connection while it is idle with nothing queued; None while it works.
         self.direct: Direct | None = None
 
-    def offer(self, message: Message) -> bool:
-        """Write or queue a message; False when this subscriber just overflowed."""
+    def offer(self, message: Message, unflushed: list[Direct]) -> bool:
+        """Write or queue a message; False when this subscriber just overflowed.
+
+        A direct write joins `unflushed` when it is its socket's first of this turn."""
         if self.overflowed:
             return True
         direct = self.direct
         if direct is not None and direct.ready() and self.follower.advance(message):
-            direct.write(message)
+            if direct.add(message):
+                unflushed.append(direct)
             return True
         self.direct = None  # order: once one message queues, the next ones queue behind it
         if len(self.pending) >= self.limit:
@@ -153,12 +175,15 @@ class Fanout:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._subscribers: dict[str, set[Subscriber]] = {}
+        self._unflushed: list[Direct] = []
         self.overflows = 0
 
     def deliver(self, message: Message) -> None:
+        unflushed = self._unflushed
+        flush_due = not unflushed
         for subscriber in tuple(self._subscribers.get(message.build_id, ())):
             try:
-                kept = subscriber.offer(message)
+                kept = subscriber.offer(message, unflushed)
             except Exception:  # a bug: it costs this subscriber its connection, no one else
                 log.exception("writing to a subscriber of %s failed", message.build_id)
                 subscriber.cut_off()
@@ -170,6 +195,18 @@ class Fanout:
                     message.build_id,
                     subscriber.limit,
                 )
+        if flush_due and unflushed:
+            # Run once the messages that arrived with this one are delivered too; callbacks
+            # run in order, so this comes before any connection woken after it.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        unflushed, self._unflushed = self._unflushed, []
+        for direct in unflushed:
+            try:
+                direct.flush()
+            except Exception:  # a bug: that socket misses a write; its client resyncs on the gap
+                log.exception("writing to a subscriber's socket failed")
 
     async def attach(self, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.setdefault(subscriber.build_id, set())

@@ -78,8 +78,8 @@ class _Direct(Direct):
         super().__init__(transport)
         self._ws = ws
 
-    def ready(self) -> bool:
-        return not self._ws.closed and super().ready()  # nothing may follow a close frame
+    def open(self) -> bool:
+        return not self._ws.closed and super().open()  # nothing may follow a close frame
 
     def wire(self, message: Message) -> bytes:
         return message.ws_wire
