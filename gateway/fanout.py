@@ -48,11 +48,13 @@ class Direct:
         self._batch: list[bytes] = []
 
     def open(self) -> bool:
+        """Whether the socket may still be written to (checked when the batch goes out)."""
         return not self._transport.is_closing()
 
     def ready(self) -> bool:
-        """Whether the socket takes a write now: open, and its buffer below the high water."""
-        return self.open() and self._transport.get_write_buffer_size() < HIGH_WATER
+        """Whether the socket takes a write now: its buffer below the high water (and open)."""
+        transport = self._transport
+        return not transport.is_closing() and transport.get_write_buffer_size() < HIGH_WATER
 
     def add(self, message: Message) -> bool:
         """Take the message's bytes for the next flush; True if it is the first since the last."""

@@ -39,7 +39,13 @@ class Follower:
 
     def advance(self, message: Message) -> bool:
         """Take `message` if it is the next one in sequence: the fan-out's direct write."""
-        if message.kind is not Kind.ERROR and self._follows(message):
+        at = self.at
+        if (  # the usual case first, cheaply: the next seq of the same epoch
+            at is not None
+            and message.seq == at.seq + 1
+            and message.epoch == at.epoch
+            and message.kind is not Kind.ERROR
+        ) or (message.kind is not Kind.ERROR and self._follows(message)):
             self.at, self._paused = message.position, False
             return True
         return False
