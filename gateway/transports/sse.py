@@ -145,7 +145,9 @@ async def _serve(
         await response.prepare(request)
         direct = _Direct(transport, chunked) if single else None
         try:
-            await response.write(codec.sse_retry(settings.retry_ms) + ids.frames(caught_up + first))
+            await response.write(codec.sse_retry(settings.retry_ms))
+            # Apart: a large build's snapshot frame is shared by its viewers, not copied per stream.
+            await response.write(ids.frames(caught_up + first))
             state.heartbeats.add(transport, _HEARTBEATS[chunked])
             await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
         except ConnectionResetError:
