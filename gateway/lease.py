@@ -107,7 +107,7 @@ return others
 class RedisLease:
     def __init__(self, connection: RedisConnection, holder: str, ttl: float) -> None:
         self.holder = holder
-        self._redis = connection.commands
+        self._redis = connection.control
         self._ttl_ms = max(1, int(ttl * 1000))
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)

@@ -38,6 +38,7 @@ _OPTIONS: dict[str, Any] = {
     "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
 }
 POOL_SIZE = 64
+CONTROL_POOL_SIZE = 8
 POOL_WAIT = 5.0
 """Connections per process to a plain Redis. A burst of viewers (a wall screen
 reloading, a replica's clients reconnecting) makes more calls at once than
@@ -69,10 +70,22 @@ def build_key(build_id: str, name: str) -> str:
 
 
 class RedisConnection:
-    """The command client (plain or Cluster) and where to open pub/sub connections."""
+    """The command clients (plain or Cluster) and where to open pub/sub connections.
 
-    def __init__(self, commands: Redis | RedisCluster, nodes: list[tuple[str, int]]) -> None:
+    `commands` serves viewers' reads; `control` (a pool of its own on a plain Redis)
+    the leases, the registry and the poller's publishes. A crowd of viewers arriving
+    can use every connection of `commands` for seconds; were the lease's renewal
+    among them, the replica would lose its builds' leases to another.
+    """
+
+    def __init__(
+        self,
+        commands: Redis | RedisCluster,
+        nodes: list[tuple[str, int]],
+        control: Redis | RedisCluster | None = None,
+    ) -> None:
         self.commands = commands
+        self.control = control or commands
         self.cluster = isinstance(commands, RedisCluster)
         self._nodes = itertools.cycle(nodes)
         self._node_clients: dict[tuple[str, int], Redis] = {}
@@ -89,22 +102,26 @@ class RedisConnection:
     async def close(self) -> None:
         for client in self._node_clients.values():
             await client.aclose()
+        if self.control is not self.commands:
+            await self.control.aclose()
         await self.commands.aclose()
+
+
+def _pooled(url: str, size: int) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=size, timeout=POOL_WAIT, **_OPTIONS)
+    return Redis.from_pool(pool)
 
 
 async def connect(url: str) -> RedisConnection:
     """Connect and find out whether `url` names a Cluster; BusUnavailable if unreachable."""
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=POOL_WAIT, **_OPTIONS
-    )
-    probe = Redis.from_pool(pool)
+    probe = _pooled(url, POOL_SIZE)
     try:
         info = await probe.info("cluster")
     except FAULTS as exc:
         await probe.aclose()
         raise BusUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
     if not info.get("cluster_enabled"):
-        return RedisConnection(probe, [])
+        return RedisConnection(probe, [], control=_pooled(url, CONTROL_POOL_SIZE))
     await probe.aclose()
     cluster = RedisCluster.from_url(url, **_OPTIONS)
     try:

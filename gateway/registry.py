@@ -79,7 +79,7 @@ class LocalRegistry:
 class RedisRegistry:
     def __init__(self, connection: RedisConnection, replica: str, ttl: float) -> None:
         self._replica = replica
-        self._redis = connection.commands
+        self._redis = connection.control
         self._ttl = ttl
         self._report = self._redis.register_script(_REPORT)
         self._read = self._redis.register_script(_READ)

@@ -182,14 +182,17 @@ class RedisBus:
         self._deltas_per_base = min(compact_every, history)
         self._retention_ms = int(retention * 1000)
         self._max_backoff = max_backoff
-        self._publish = self._redis.register_script(_PUBLISH)
+        # The poller's writes go through the control pool: a crowd of viewers reading
+        # cannot delay them (see `gateway.redis_client.RedisConnection`).
+        self._publish = connection.control.register_script(_PUBLISH)
+        self._retain = connection.control.register_script(_RETAIN)
         self._latest = self._redis.register_script(_LATEST)
         self._history_script = self._redis.register_script(_HISTORY)
-        self._retain = self._redis.register_script(_RETAIN)
         self._deliver: Deliver | None = None
         self._channels: dict[str, str] = {}  # channel -> build id, of subscribed builds
         self._at: dict[str, Position] = {}  # the last position delivered, per subscribed build
         self._snapshots: dict[str, Message] = {}  # the latest snapshot read, per subscribed build
+        self._reading: dict[str, asyncio.Future[Message | None]] = {}  # latest(), in flight
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
         self._listening = asyncio.Event()  # the pub/sub connection is up and subscribed
@@ -291,8 +294,23 @@ class RedisBus:
 
         That reads the whole view and copies it once (`diff.apply_encoded` decodes only
         what the deltas touch): the snapshot of a subscribed build is kept and reused
-        while it is current, so it is made once per seq.
+        while it is current, so it is made once per seq. Callers that come while a read
+        of the build is in flight share it: ten thousand viewers arriving at once cost
+        Redis a handful of reads, not ten thousand.
         """
+        reading = self._reading.get(build_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_latest(build_id))
+            self._reading[build_id] = reading
+            reading.add_done_callback(lambda done: self._read(build_id, done))
+        return await asyncio.shield(reading)  # a caller that leaves does not end it for all
+
+    def _read(self, build_id: str, done: asyncio.Future[Message | None]) -> None:
+        self._reading.pop(build_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have left
+
+    async def _read_latest(self, build_id: str) -> Message | None:
         cached = self._snapshots.get(build_id)
         if cached is not None and await self.position(build_id) == cached.position:
             return cached
