@@ -183,6 +183,10 @@ class Poller:
             await self._publish(self._view(build))
             self._settle(None)
         first_look = not self._partitions
+        if refs and self.view is not None:
+            # What the body tells (new events, the statuses they imply) goes out now;
+            # what the partitions' own reads add follows, only if it adds anything.
+            await self._publish(self._view(build))
         await self._refresh_partitions(refs)
         if first_look:  # every status was just read: the background refresh starts from now
             self._last_poll = time.monotonic()

@@ -236,3 +236,40 @@ async def test_a_long_build_is_followed_with_deltas_of_its_new_events() -> None:
     expected = BuildStatus.model_validate(bodies[-1])
     assert client_view == build_view(expected, partitions_from_events(expected), seq=5, stale=False)
     assert client_view["events"][2_009]["message"] == "rewritten upstream"
+
+
+async def test_new_events_go_out_before_the_partitions_they_name_are_read() -> None:
+    """A viewer sees a poll's new events at once; reads of the partitions they name follow."""
+    served = {"body": long_build(3)}
+    held: list[str] = []  # partition reads waiting for `release`
+    release = asyncio.Event()
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/v1/partitions/"):
+            if served["body"]["events"][-1]["event_id"] == "ev-3":  # after the first look
+                held.append(request.url.path)
+                await release.wait()
+            return httpx.Response(404)
+        return httpx.Response(200, json=served["body"])
+
+    bus = MemoryBus()
+    got: list[Message] = []
+    await bus.start(got.append)
+    await bus.subscribe("br-long")
+    settings = Settings(upstream="http://bgs.test", poll_active=0.01)
+    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
+        poller = Poller("br-long", client, bus, settings)
+        task = asyncio.create_task(poller.run())
+        try:
+            async with asyncio.timeout(10):
+                while not got:
+                    await asyncio.sleep(0.01)
+                served["body"] = long_build(4)  # ev-3 names p0, whose read now hangs
+                while len(got) < 2:
+                    await asyncio.sleep(0.01)
+            assert held, "the partition read is still in flight"
+            [event] = codec.loads(got[1].data)["changes"]["events"]
+            assert event["eventId"] == "ev-3"
+        finally:
+            release.set()
+            task.cancel()
