@@ -101,6 +101,7 @@ class Poller:
         failures = 0
         resumed = False
         while not stopping():
+            started = time.monotonic()
             try:
                 if not resumed:
                     await self._resume()
@@ -126,7 +127,10 @@ class Poller:
                 self._settle(exc)
                 await asyncio.sleep(min(self._delay(failures), BUS_RETRY))
                 continue
-            await asyncio.sleep(self._delay(failures))
+            # Polls start every interval (the poll's own time is part of it), so a change
+            # waits at most one interval for its poll, however long reading the build took.
+            spent = time.monotonic() - started if not failures else 0.0
+            await asyncio.sleep(max(0.0, self._delay(failures) - spent))
 
     async def _resume(self) -> None:
         """Continue the stored sequence, if the bus has one: clients see no reset.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from contextlib import suppress
 from typing import Any
 
@@ -273,3 +274,26 @@ async def test_new_events_go_out_before_the_partitions_they_name_are_read() -> N
         finally:
             release.set()
             task.cancel()
+
+
+async def test_polls_start_every_interval_however_long_a_poll_takes() -> None:
+    """`--poll-active` is the time from one poll's start to the next: a slow upstream
+    does not make a change wait its answer time on top of the interval."""
+    starts: list[float] = []
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/v1/partitions/"):
+            return httpx.Response(404)
+        starts.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.3)  # the upstream answers slowly
+        return httpx.Response(200, json=long_build(3))
+
+    bus = MemoryBus()
+    settings = Settings(upstream="http://bgs.test", poll_active=0.4)
+    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
+        task = asyncio.create_task(Poller("br-long", client, bus, settings).run())
+        await asyncio.sleep(2.1)
+        task.cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # From the second poll on: the first look also reads the partitions.
+    assert gaps[1:] and all(gap < 0.55 for gap in gaps[1:]), gaps
