@@ -129,7 +129,13 @@ def _listen_options(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def _poll_options(parser: argparse.ArgumentParser) -> None:
-    _add(parser, "--poll-active", _positive, 2.0, "seconds between polls of a running build")
+    _add(
+        parser,
+        "--poll-active",
+        _positive,
+        2.0,
+        "seconds from one poll of a running build to the next",
+    )
     _add(parser, "--poll-idle", _positive, 10.0, "seconds between polls of an ended build")
     _add(parser, "--grace", _positive, 30.0, "seconds a poller outlives its last viewer")
     _add(

@@ -145,11 +145,14 @@ async def _serve(
         await response.prepare(request)
         direct = _Direct(transport, chunked) if single else None
         try:
-            await response.write(codec.sse_retry(settings.retry_ms))
-            # Apart: a large build's snapshot frame is shared by its viewers, not copied per stream.
-            await response.write(ids.frames(caught_up + first))
+            async with asyncio.timeout(settings.write_timeout):
+                await response.write(codec.sse_retry(settings.retry_ms))
+                # Apart: a large build's snapshot frame is shared by its viewers, not copied.
+                await response.write(ids.frames(caught_up + first))
             state.heartbeats.add(transport, _HEARTBEATS[chunked])
             await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
+        except TimeoutError:
+            _cut_off(request)  # stalled before its catch-up was written: it resumes by itself
         except ConnectionResetError:
             pass
         except Exception:  # a bug: the stream is open, so no error page; the client reconnects
