@@ -146,9 +146,9 @@ async def _serve(
         direct = _Direct(transport, chunked) if single else None
         try:
             async with asyncio.timeout(settings.write_timeout):
-                await response.write(codec.sse_retry(settings.retry_ms))
-                # Apart: a large build's snapshot frame is shared by its viewers, not copied.
-                await response.write(ids.frames(caught_up + first))
+                await _write_first(
+                    response, codec.sse_retry(settings.retry_ms), ids.frames(caught_up + first)
+                )
             state.heartbeats.add(transport, _HEARTBEATS[chunked])
             await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
         except TimeoutError:
@@ -164,6 +164,19 @@ async def _serve(
             await state.fanout.detach(feed)
     return response
 
+
+async def _write_first(response: web.StreamResponse, retry: bytes, frames: bytes) -> None:
+    """The `retry:` line and the catch-up in one write; a large build's snapshot apart, as
+    the bytes every viewer shares (copying it per stream would cost megabytes each)."""
+    if len(frames) < SHARED_FRAME:
+        await response.write(retry + frames)
+    else:
+        await response.write(retry)
+        await response.write(frames)
+
+
+SHARED_FRAME = 64 * 1024
+"""Catch-ups this large are written as they are rather than copied into one write."""
 
 _HEARTBEATS = {True: codec.http_chunk(codec.HEARTBEAT), False: codec.HEARTBEAT}
 """The comment as a chunked response needs it, and as it is; the same bytes for every stream."""
