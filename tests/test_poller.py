@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -194,6 +196,25 @@ def long_build(events: int, rewritten: int | None = None) -> dict[str, Any]:
     }
 
 
+Answer = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+
+
+@contextlib.asynccontextmanager
+async def polling(upstream: Answer, poll_active: float) -> AsyncIterator[list[Message]]:
+    """A poller of br-long against `upstream` (httpx's MockTransport); what the bus delivers."""
+    bus = MemoryBus()
+    got: list[Message] = []
+    await bus.start(got.append)
+    await bus.subscribe("br-long")
+    settings = Settings(upstream="http://bgs.test", poll_active=poll_active)
+    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
+        task = asyncio.create_task(Poller("br-long", client, bus, settings).run())
+        try:
+            yield got
+        finally:
+            task.cancel()
+
+
 async def test_a_long_build_is_followed_with_deltas_of_its_new_events() -> None:
     """Poll after poll, the poller reads only the new events, and says only them."""
     bodies = [
@@ -210,18 +231,9 @@ async def test_a_long_build_is_followed_with_deltas_of_its_new_events() -> None:
             return httpx.Response(404)
         return httpx.Response(200, json=next(served, bodies[-1]))
 
-    bus = MemoryBus()
-    got: list[Message] = []
-    await bus.start(got.append)
-    await bus.subscribe("br-long")
-    settings = Settings(upstream="http://bgs.test", poll_active=0.001)
-    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
-        poller = Poller("br-long", client, bus, settings)
-        task = asyncio.create_task(poller.run())
-        async with asyncio.timeout(10):
-            while len(got) < len(bodies):
-                await asyncio.sleep(0.01)
-        task.cancel()
+    async with polling(upstream, poll_active=0.001) as got, asyncio.timeout(10):
+        while len(got) < len(bodies):
+            await asyncio.sleep(0.01)
     assert [(m.kind, m.seq) for m in got] == [
         (Kind.SNAPSHOT, 1),
         (Kind.DELTA, 2),
@@ -253,14 +265,7 @@ async def test_new_events_go_out_before_the_partitions_they_name_are_read() -> N
             return httpx.Response(404)
         return httpx.Response(200, json=served["body"])
 
-    bus = MemoryBus()
-    got: list[Message] = []
-    await bus.start(got.append)
-    await bus.subscribe("br-long")
-    settings = Settings(upstream="http://bgs.test", poll_active=0.01)
-    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
-        poller = Poller("br-long", client, bus, settings)
-        task = asyncio.create_task(poller.run())
+    async with polling(upstream, poll_active=0.01) as got:
         try:
             async with asyncio.timeout(10):
                 while not got:
@@ -273,7 +278,6 @@ async def test_new_events_go_out_before_the_partitions_they_name_are_read() -> N
             assert event["eventId"] == "ev-3"
         finally:
             release.set()
-            task.cancel()
 
 
 async def test_polls_start_every_interval_however_long_a_poll_takes() -> None:
@@ -288,12 +292,8 @@ async def test_polls_start_every_interval_however_long_a_poll_takes() -> None:
         await asyncio.sleep(0.3)  # the upstream answers slowly
         return httpx.Response(200, json=long_build(3))
 
-    bus = MemoryBus()
-    settings = Settings(upstream="http://bgs.test", poll_active=0.4)
-    async with UpstreamClient(settings.upstream, transport=httpx.MockTransport(upstream)) as client:
-        task = asyncio.create_task(Poller("br-long", client, bus, settings).run())
+    async with polling(upstream, poll_active=0.4):
         await asyncio.sleep(2.1)
-        task.cancel()
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     # From the second poll on: the first look also reads the partitions.
     assert gaps[1:] and all(gap < 0.55 for gap in gaps[1:]), gaps
