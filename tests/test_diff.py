@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.diff import apply, apply_encoded, diff
+from gateway.messages import Changes
 from gateway.models import BuildStatus, build_view
 
 REFS = ["reviews/date=2026-11-27", "podcasts/date=2026-11-27", "a b/c=%41/é"]
@@ -60,25 +62,33 @@ def upstream_states(draw: st.DrawFn) -> list[tuple[dict[str, Any], dict[str, Any
     return states
 
 
-@settings(max_examples=300, deadline=None)
-@given(upstream_states())
-def test_snapshot_plus_deltas_equals_latest_view(states: list[Any]) -> None:
-    published: dict[str, Any] | None = None
-    client: dict[str, Any] | None = None
+def published(states: list[Any]) -> Iterator[tuple[int, dict[str, Any], Changes | None]]:
+    """What a poller publishes for successive upstream states: (seq, view, changes), where
+    changes is None for a snapshot; polls that changed nothing publish nothing."""
+    last: dict[str, Any] | None = None
     seq = 0
     for build, partitions, stale in states:
         view = build_view(BuildStatus.model_validate(build), partitions, seq=seq + 1, stale=stale)
-        changes = None if published is None else diff(published, view)
+        changes = None if last is None else diff(last, view)
         if changes == {}:
             continue
         seq += 1
+        yield seq, view, None if changes is None else orjson.loads(orjson.dumps(changes))
+        last = view
+
+
+@settings(max_examples=300, deadline=None)
+@given(upstream_states())
+def test_snapshot_plus_deltas_equals_latest_view(states: list[Any]) -> None:
+    client: dict[str, Any] | None = None
+    view: dict[str, Any] | None = None
+    for seq, view, changes in published(states):
         if changes is None:
             client = orjson.loads(orjson.dumps(view))  # what a snapshot carries on the wire
         else:
             assert client is not None
-            client = apply(client, seq, orjson.loads(orjson.dumps(changes)))
-        published = view
-    assert client == published
+            client = apply(client, seq, changes)
+    assert client == view
 
 
 def test_a_delta_holds_only_what_changed() -> None:
@@ -121,22 +131,14 @@ def test_applying_to_the_encoded_view_gives_the_encoding_of_the_applied_view(
 ) -> None:
     """What the Redis bus's `latest` does (base JSON + the deltas since) gives a client's view."""
     base, client = b"", {}
-    since: list[dict[str, Any]] = []
-    published: dict[str, Any] | None = None
-    seq = 0
-    for build, partitions, stale in states:
-        view = build_view(BuildStatus.model_validate(build), partitions, seq=seq + 1, stale=stale)
-        changes = None if published is None else diff(published, view)
-        if changes == {}:
-            continue
-        seq += 1
+    since: list[Changes] = []
+    for seq, view, changes in published(states):
         if changes is None:
             base, since, client = orjson.dumps(view), [], view
         else:
-            since.append(orjson.loads(orjson.dumps(changes)))
-            client = apply(client, seq, since[-1])
+            since.append(changes)
+            client = apply(client, seq, changes)
         assert apply_encoded(base, seq, since) == orjson.dumps(client)
-        published = view
 
 
 def long_view(count: int, seq: int = 1) -> dict[str, Any]:
