@@ -35,7 +35,7 @@ if ! python3 -m venv .venv >/dev/null 2>&1; then  # Debian's python3 needs pytho
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv .venv
 fi
-.venv/bin/pip install -qq --disable-pip-version-check -e '.[test,bench]'
+.venv/bin/pip install -qq --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
 
 step "checking style and types (ruff, mypy --strict)"
 .venv/bin/ruff check gateway tests bench

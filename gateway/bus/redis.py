@@ -371,7 +371,7 @@ class RedisBus:
                 self._pubsub = None
                 self._listening.clear()
                 with contextlib.suppress(*FAULTS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             failures += 1
             backoff = min(self._max_backoff, 0.1 * 2.0 ** min(failures, 10))
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
