@@ -33,20 +33,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway import messages
-from gateway.bus import Bus, MemoryBus
-from gateway.bus.redis import RedisBus
-from gateway.diff import apply, diff
-from gateway.messages import Changes, Message
-from gateway.models import (
-    BuildReader,
-    BuildStatus,
-    EventViews,
-    View,
-    build_view,
-    partitions_from_events,
-)
-from gateway.redis_client import connect
+from gateway.backends.base import Bus
+from gateway.backends.memory import MemoryBus
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import connect
+from gateway.ingest.payloads import BuildReader, BuildStatusResponse
+from gateway.ingest.views import EventViews, build_view, partitions_from_events
+from gateway.protocol import messages
+from gateway.protocol.diff import apply, diff
+from gateway.protocol.messages import Message
+from gateway.protocol.view import Changes, View
 
 SIZES = [(10, 50), (100, 500), (500, 2_500), (2_000, 10_000)]
 NEW_EVENTS = 5  # per change; every fifth event is a partition event: one partition moves
@@ -202,7 +198,7 @@ def change(view: View, seq: int, partitions: int) -> Changes:
     first = len(view["events"]) + 1
     added = [upstream_event(n, partitions) for n in range(first, first + NEW_EVENTS)]
     moved = [event["partition_ref"] for event in added if "partition_ref" in event]
-    build = BuildStatus.model_validate(
+    build = BuildStatusResponse.model_validate(
         {**BUILD_HEAD, "requested_partitions": moved, "events": added}
     )
     new = build_view(build, partitions_from_events(build), seq=seq, stale=False)
@@ -218,12 +214,14 @@ async def measure(partitions: int, events: int, runs: int, redis_url: str) -> di
         upstream_body(partitions, events),
         upstream_body(partitions, events + NEW_EVENTS),
     )
-    old_build = BuildStatus.model_validate_json(before)
-    new_build = BuildStatus.model_validate_json(after)
+    old_build = BuildStatusResponse.model_validate_json(before)
+    new_build = BuildStatusResponse.model_validate_json(after)
     figures: dict[str, Any] = {"partitions": partitions, "events": events, "body": len(after)}
 
     # Parse: the whole body validated, against a reader that validated the previous body.
-    figures["parse_baseline"] = median_ms(runs, lambda: BuildStatus.model_validate_json(after))
+    figures["parse_baseline"] = median_ms(
+        runs, lambda: BuildStatusResponse.model_validate_json(after)
+    )
 
     def reader() -> BuildReader:
         reading = BuildReader()
@@ -233,7 +231,7 @@ async def measure(partitions: int, events: int, runs: int, redis_url: str) -> di
     figures["parse_now"] = median_ms_after(runs, reader, lambda reading: reading.read(after))
 
     # View: every event converted, against the poller's kept event views.
-    def whole_view(build: BuildStatus, seq: int) -> View:
+    def whole_view(build: BuildStatusResponse, seq: int) -> View:
         return build_view(build, partitions_from_events(build), seq=seq, stale=False)
 
     def kept_views() -> EventViews:

@@ -50,13 +50,13 @@ from load import BUCKET_NS, BUCKETS, LoadClient, merge
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway import messages
-from gateway.bus.redis import RedisBus
-from gateway.lease import RedisLease
-from gateway.messages import Message
-from gateway.models import View
-from gateway.redis_client import RedisConnection, build_key, connect
-from gateway.resume import new_epoch
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import RedisConnection, build_key, connect
+from gateway.backends.redis.lease import RedisLease
+from gateway.protocol import messages
+from gateway.protocol.messages import Message
+from gateway.protocol.resume import new_epoch
+from gateway.protocol.view import View
 
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable

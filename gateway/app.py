@@ -14,50 +14,41 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from gateway import codec
+from gateway import backends
 from gateway.aio import stop
-from gateway.bus import Bus, MemoryBus
-from gateway.bus.redis import RedisBus
-from gateway.disconnect import SHUTDOWN
+from gateway.backends.redis.connection import RedisConnection
+from gateway.delivery import sse, ws
+from gateway.delivery.fanout import Fanout
+from gateway.delivery.heartbeat import Heartbeats
+from gateway.delivery.http_errors import (
+    check_build_id,
+    error_response,
+    from_error,
+    from_http_error,
+)
 from gateway.errors import BuildcastError
-from gateway.fanout import Fanout
-from gateway.heartbeat import Heartbeats
-from gateway.http_errors import check_build_id, error_response, from_error, from_http_error
-from gateway.lease import Lease, LocalLease, RedisLease, replica_name
-from gateway.redis_client import RedisConnection
-from gateway.registry import LocalRegistry, RedisRegistry, Registry
+from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.watch import Watches
+from gateway.protocol import codec
+from gateway.protocol.endings import SHUTDOWN
+from gateway.protocol.rules import Code
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
-from gateway.transports import sse, ws
-from gateway.upstream import UpstreamClient
-from gateway.watch import Watches
 
 log = logging.getLogger(__name__)
 
-REDIS: web.AppKey[RedisConnection | None] = web.AppKey("redis")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.Application:
     """The gateway; on `redis` (which it then owns and closes) when replicas share the work."""
     upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
-    bus: Bus
-    lease: Lease
-    registry: Registry
-    if redis is None:
-        bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
-        lease, registry = LocalLease(), LocalRegistry()
-    else:
-        replica = replica_name()
-        bus = RedisBus(redis, history=settings.history, retention=settings.retention)
-        lease = RedisLease(redis, replica, settings.lease_ttl)
-        registry = RedisRegistry(redis, replica, settings.lease_ttl)
-    fanout = Fanout(bus)
-    watches = Watches(settings, upstream, bus, lease)
+    shared = backends.create(settings, redis)
+    fanout = Fanout(shared.bus)
+    watches = Watches(settings, upstream, shared.bus, shared.lease)
     app = web.Application(middlewares=[errors_as_json])
     heartbeats = Heartbeats(settings.heartbeat)
-    app[STATE] = GatewayState(settings, upstream, bus, fanout, watches, registry, heartbeats)
-    app[REDIS] = redis
+    app[STATE] = GatewayState(settings, upstream, shared, fanout, watches, heartbeats)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
     app.add_routes(
@@ -82,16 +73,13 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.bus.start(state.fanout.deliver)
-    await state.registry.start(state.watches.local_viewers)
+    await state.backends.registry.start(state.watches.local_viewers)
     beating = asyncio.create_task(state.heartbeats.run(), name="heartbeats")
     yield
     await stop([beating])
-    await state.registry.close()
-    await state.watches.close()
-    await state.bus.close()
+    await state.watches.close()  # releases the leases: the backends are still open
+    await state.backends.close()
     await state.upstream.aclose()
-    if (redis := app[REDIS]) is not None:
-        await redis.close()
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -104,20 +92,20 @@ async def _end_streams(app: web.Application) -> None:
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error a client sees is PROTOCOL.md's JSON body; never a traceback."""
+    """Every error a client sees is the protocol's JSON body; never a traceback."""
     try:
         return await handler(request)
     except BuildcastError as exc:
         return from_error(exc)
     except web.HTTPNotFound:
-        return error_response(404, "not_found", f"no such path {request.path}")
+        return error_response(Code.NOT_FOUND, f"no such path {request.path}")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return from_http_error(exc)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
+        return error_response(Code.INTERNAL, "internal error")
 
 
 def _page(path: Path) -> Handler:
@@ -133,8 +121,8 @@ async def build_view(request: web.Request) -> web.Response:
     async with state.watches.watching(build_id):
         latest = await state.bus.latest(build_id)
     if latest is None:
-        return error_response(503, "upstream_unavailable", f"no view of {build_id} yet")
-    return web.Response(body=codec.snapshot_view(latest), content_type="application/json")
+        return error_response(Code.UPSTREAM_UNAVAILABLE, f"no view of {build_id} yet")
+    return web.Response(body=latest.view_json, content_type="application/json")
 
 
 async def build_stream(request: web.Request) -> web.StreamResponse:
@@ -152,7 +140,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def watched(request: web.Request) -> web.Response:
     """Every build watched in the deployment, with its summary and all replicas' viewers."""
     state = request.app[STATE]
-    viewers = await state.registry.viewers()
+    viewers = await state.backends.registry.viewers()
     summaries = await state.bus.summaries(sorted(viewers))
     builds = [{**summary, "viewers": viewers[b]} for b, summary in summaries.items()]
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
@@ -176,4 +164,4 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if await request.app[STATE].bus.ready():
         return web.Response(body=b'{"status":"ready"}', content_type="application/json")
-    return error_response(503, "not_ready", "the bus is not reachable")
+    return error_response(Code.NOT_READY, "the bus is not reachable")

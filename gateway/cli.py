@@ -21,182 +21,164 @@ import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import MISSING
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway import workers
+from gateway import settings, workers
 from gateway.app import create_app
+from gateway.backends.redis.connection import connect
 from gateway.errors import BusUnavailable
-from gateway.redis_client import connect
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
+SERVE_SETTINGS = (
+    "upstream",
+    "redis",
+    "host",
+    "port",
+    "poll_active",
+    "poll_idle",
+    "grace",
+    "partition_refresh",
+    "lease_ttl",
+    "allowed_origins",
+)
+DEMO_SETTINGS = ("host", "port", "poll_active", "poll_idle", "grace", "partition_refresh")
+
 
 class UsageError(Exception):
     """A bad option or environment value: reported as one line, exit status 2."""
 
 
-def _env(option: str) -> str:
-    return "BUILDCAST_" + option.lstrip("-").replace("-", "_").upper()
+def _env(flag: str) -> str:
+    return "BUILDCAST_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _argument(parse: settings.Parse) -> Callable[[str], Any]:
+    """`parse` as argparse wants it: its ValueError's words become argparse's message."""
+
+    def argument(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return argument
 
 
 def _add(
     parser: argparse.ArgumentParser,
-    option: str,
-    kind: Callable[[str], Any],
+    flag: str,
+    parse: settings.Parse,
     default: Any,
     help: str,
+    dest: str | None = None,
 ) -> None:
-    env = _env(option)
+    """An option whose value comes from the command line, else its environment variable."""
+    env = _env(flag)
+    shown = "" if default in (None, ()) else f"; default {default}"
     parser.add_argument(
-        option,
-        type=kind,
+        flag,
+        dest=dest or flag.lstrip("-").replace("-", "_"),
+        metavar=_METAVARS.get(parse, flag.lstrip("-").split("-")[-1].upper()),
+        type=_argument(parse),
         default=os.environ.get(env, default),
-        help=f"{help} (env {env}; default {default})",
+        help=f"{help} (env {env}{shown})",
     )
 
 
-def _flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
-    env = _env(option)
+_METAVARS: dict[settings.Parse, str] = {
+    settings.seconds: "S",
+    settings.tcp_port: "PORT",
+    settings.count: "N",
+    settings.http_url: "URL",
+    settings.redis_url: "URL",
+    settings.origins: "ORIGIN,...",
+}
+
+
+def _settings_options(
+    parser: argparse.ArgumentParser, names: Sequence[str], **defaults: Any
+) -> None:
+    """The options of these settings, their help and defaults read from `Settings`."""
+    known = settings.options()
+    for name in names:
+        setting = known[name]
+        default = defaults.get(name, setting.default)
+        default = None if default is MISSING else default
+        _add(
+            parser,
+            settings.flag_of(setting),
+            setting.metadata["parse"],
+            default,
+            setting.metadata["help"],
+            dest=name,
+        )
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    env = _env(flag)
     parser.add_argument(
-        option,
+        flag,
         action="store_true",
         default=os.environ.get(env, "").lower() in ("1", "true", "yes", "on"),
         help=f"{help} (env {env}=1)",
     )
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a TCP port")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
-
-
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
         return text
 
     return parse
 
 
-def _url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
-    return text.rstrip("/")
-
-
-def _redis_url(text: str) -> str:
-    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a redis://, rediss:// or unix:// URL")
-    return text
-
-
-def _origins(text: str) -> tuple[str, ...]:
-    origins = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise argparse.ArgumentTypeError(f"{origin!r} is not an Origin like https://host:port")
-    return origins
-
-
-def _listen_options(parser: argparse.ArgumentParser, port: int) -> None:
-    _add(parser, "--host", str, "127.0.0.1", "address to listen on")
-    _add(parser, "--port", _port, port, "port to listen on")
-
-
-def _poll_options(parser: argparse.ArgumentParser) -> None:
-    _add(
-        parser,
-        "--poll-active",
-        _positive,
-        2.0,
-        "seconds from one poll of a running build to the next",
-    )
-    _add(parser, "--poll-idle", _positive, 10.0, "seconds between polls of an ended build")
-    _add(parser, "--grace", _positive, 30.0, "seconds a poller outlives its last viewer")
-    _add(
-        parser,
-        "--partition-refresh",
-        _positive,
-        60.0,
-        "seconds between background reads of an unfinished partition",
-    )
+def _log_level(text: str) -> str:
+    return _choice(*LOG_LEVELS)(text.upper())
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="buildcast", description=__doc__.splitlines()[0])
-    level = _choice(*LOG_LEVELS)
-    _add(root, "--log-level", lambda text: level(text.upper()), "INFO", ", ".join(LOG_LEVELS))
+    _add(root, "--log-level", _log_level, "INFO", ", ".join(LOG_LEVELS))
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gateway")
-    _add(serve, "--upstream", _url, None, "base URL of the Build Graph Service")
-    _add(
-        serve,
-        "--redis",
-        _redis_url,
-        None,
-        "Redis (or one node of a Redis Cluster) shared by the replicas; none: one replica",
-    )
-    _listen_options(serve, 8080)
-    _poll_options(serve)
-    _add(
-        serve,
-        "--lease-ttl",
-        _positive,
-        5.0,
-        "seconds a dead replica's builds wait before another replica takes them over",
-    )
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        # The global option after the command too; it wins over the one before.
+        sub.add_argument(
+            "--log-level",
+            dest="command_log_level",
+            metavar="LEVEL",
+            type=_argument(_log_level),
+            help="as before the command",
+        )
+        return sub
+
+    serve = command("serve", "run the gateway")
+    _settings_options(serve, SERVE_SETTINGS)
     _add(
         serve,
         "--workers",
-        _count,
+        settings.count,
         1,
         "processes serving the port, one per core (more than 1 needs --redis)",
     )
-    _add(
-        serve,
-        "--allow-origin",
-        _origins,
-        (),
-        "comma-separated browser Origins, besides the gateway's own, that may open a WebSocket",
-    )
 
-    demo = commands.add_parser(
-        "demo", help="a simulated Build Graph Service and the gateway, in one process"
-    )
-    _listen_options(demo, 8080)
-    _poll_options(demo)
+    demo = command("demo", "a simulated Build Graph Service and the gateway, in one process")
+    _settings_options(demo, DEMO_SETTINGS)
     _add(demo, "--seed", int, 7, "seed of the simulated builds")
 
-    simulate = commands.add_parser("simulate", help="the simulated Build Graph Service alone")
-    _listen_options(simulate, 8081)
+    simulate = command("simulate", "the simulated Build Graph Service alone")
+    _settings_options(simulate, ("host", "port"), port=8081)
     _add(simulate, "--seed", int, 7, "seed of the simulated builds")
-    _add(simulate, "--tick", _positive, 1.5, "seconds between steps of every running build")
+    _add(simulate, "--tick", settings.seconds, 1.5, "seconds between steps of every running build")
     _add(simulate, "--keep-active", int, 4, "running builds to keep alive (0: only those created)")
     _add(simulate, "--spelling", _choice("snake", "camel"), "snake", "field names: snake or camel")
     _add(
@@ -207,19 +189,19 @@ def parser() -> argparse.ArgumentParser:
         "enum values as deployed versions send them: prefixed, screaming or bare",
     )
 
-    tail = commands.add_parser("tail", help="follow one build and print each change, until it ends")
+    tail = command("tail", "follow one build and print each change, until it ends")
     tail.add_argument("build_id", metavar="BUILD_ID")
-    _add(tail, "--gateway", _url, DEFAULT_GATEWAY, "base URL of the gateway")
+    _add(tail, "--gateway", settings.http_url, DEFAULT_GATEWAY, "base URL of the gateway")
     _flag(tail, "--json", "one JSON object a line: each message as received, plus buildStatus")
 
-    wait = commands.add_parser(
+    wait = command(
         "wait",
-        help="block until a build ends; exit status 0 Completed, 1 Failed, 2 Cancelled, "
+        "block until a build ends; exit status 0 Completed, 1 Failed, 2 Cancelled, "
         "3 timed out, 4 not found or unusable gateway",
     )
     wait.add_argument("build_id", metavar="BUILD_ID")
-    _add(wait, "--gateway", _url, DEFAULT_GATEWAY, "base URL of the gateway")
-    _add(wait, "--timeout", _positive, None, "seconds before giving up with exit status 3")
+    _add(wait, "--gateway", settings.http_url, DEFAULT_GATEWAY, "base URL of the gateway")
+    _add(wait, "--timeout", settings.seconds, None, "seconds before giving up with exit status 3")
     _add(
         wait,
         "--partition",
@@ -230,17 +212,10 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _settings(args: argparse.Namespace, upstream: str, **extra: Any) -> Settings:
-    return Settings(
-        upstream=upstream,
-        **extra,
-        host=args.host,
-        port=args.port,
-        poll_active=args.poll_active,
-        poll_idle=args.poll_idle,
-        grace=args.grace,
-        partition_refresh=args.partition_refresh,
-    )
+def _settings(args: argparse.Namespace, names: Sequence[str], **given: Any) -> Settings:
+    """The Settings of these options, as parsed; `given` fixes others (the demo's upstream)."""
+    values = {name: getattr(args, name) for name in names if name in vars(args)}
+    return Settings(**{**values, **given})
 
 
 async def _listen(
@@ -300,26 +275,20 @@ async def serve(args: argparse.Namespace, worker: int = 0) -> None:
     """One gateway process; `worker` numbers it among `--workers` (0: the only one)."""
     _check_serve(args)
     logging.getLogger(__name__).info("open files allowed: %d", _open_files_limit())
-    settings = _settings(
-        args,
-        args.upstream,
-        redis=args.redis,
-        lease_ttl=args.lease_ttl,
-        allowed_origins=args.allow_origin,
-    )
+    config = _settings(args, SERVE_SETTINGS)
     redis = None
-    if settings.redis:
+    if config.redis:
         try:
-            redis = await connect(settings.redis)
+            redis = await connect(config.redis)
         except BusUnavailable as exc:
             raise UsageError(str(exc)) from exc
-    app = create_app(settings, redis)
-    runner = await _listen(app, settings.host, settings.port, reuse_port=worker > 0)
-    shared = f", sharing builds through {settings.redis}" if settings.redis else ""
+    app = create_app(config, redis)
+    runner = await _listen(app, config.host, config.port, reuse_port=worker > 0)
+    shared = f", sharing builds through {config.redis}" if config.redis else ""
     who = f" (worker {worker} of {args.workers}, pid {os.getpid()})" if worker else ""
     print(
-        f"buildcast gateway on http://{settings.host}:{_bound_port(runner)}/ "
-        f"following {settings.upstream}{shared}{who}",
+        f"buildcast gateway on http://{config.host}:{_bound_port(runner)}/ "
+        f"following {config.upstream}{shared}{who}",
         flush=True,
     )
     await _until_stopped(runner)
@@ -384,9 +353,9 @@ async def demo(args: argparse.Namespace) -> None:
     # A step every 2 s: slow enough to watch, and the showcase runs for about a minute.
     sim_runner = await _listen(create_simulator_app(sim, tick=2.0, keep_active=4), "127.0.0.1", 0)
     upstream = f"http://127.0.0.1:{_bound_port(sim_runner)}"
-    settings = _settings(args, upstream)
-    runner = await _listen(create_app(settings), settings.host, settings.port)
-    base = f"http://{settings.host}:{_bound_port(runner)}"
+    config = _settings(args, DEMO_SETTINGS, upstream=upstream)
+    runner = await _listen(create_app(config), config.host, config.port)
+    base = f"http://{config.host}:{_bound_port(runner)}"
     print(
         f"Buildcast demo: a simulated Build Graph Service at {upstream}, the gateway at {base}/",
         "Open in a browser:",
@@ -404,15 +373,15 @@ async def demo(args: argparse.Namespace) -> None:
 
 
 async def tail(args: argparse.Namespace) -> int:
-    from gateway import terminal  # the client loads only for the commands that use it
+    from gateway.client.tail import tail  # the client loads only for the commands that use it
 
-    return await terminal.tail(args.build_id, args.gateway, json_lines=args.json)
+    return await tail(args.build_id, args.gateway, json_lines=args.json)
 
 
 async def wait(args: argparse.Namespace) -> int:
-    from gateway import terminal
+    from gateway.client.wait import wait
 
-    return await terminal.wait(args.build_id, args.gateway, args.timeout, args.partition)
+    return await wait(args.build_id, args.gateway, args.timeout, args.partition)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
@@ -440,6 +409,7 @@ def _log(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.log_level = args.command_log_level or args.log_level
     _log(args.log_level)
     try:
         if args.command == "serve" and args.workers > 1:

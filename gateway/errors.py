@@ -1,52 +1,83 @@
-"""The one error tree of Buildcast.
+"""The one error tree of the gateway; each error names the protocol code it answers with.
 
     BuildcastError
-    ├── InvalidBuildId          a client's build id breaks PROTOCOL.md's rules   -> 400
-    ├── BadRequest              any other request a client should not have sent  -> 400
-    ├── Forbidden               a browser Origin that may not open a WebSocket    -> 403
-    ├── BusUnavailable          Redis cannot be reached: transient               -> 503
+    ├── InvalidBuildId          a build id that breaks the rule            invalid_build_id
+    ├── BadRequest              any other request a client should not send  bad_request
+    ├── TooMany                 more than a limit allows (builds per stream) too_many
+    ├── Forbidden               a browser Origin that may not open a socket forbidden
+    ├── BusUnavailable          Redis cannot be reached: transient          upstream_unavailable
     └── UpstreamError           anything the Build Graph Service did
-        ├── UpstreamNotFound    404: the build or partition does not exist      -> 404
-        ├── UpstreamBadRequest  400: the upstream rejected the id as malformed  -> 400
-        ├── UpstreamUnavailable 5xx, timeout, refused connection: transient     -> 503
-        └── UpstreamInvalid     a body that is not the documented JSON: treated
-                                as transient (the last good state stays), logged
+        ├── BuildGone           the build can never be followed: its streams end
+        │   ├── UpstreamNotFound    404: no such build or partition         not_found
+        │   └── UpstreamBadRequest  400: the upstream refused the id        invalid_build_id
+        └── UpstreamUnavailable 5xx, timeout, refused connection: transient upstream_unavailable
+            └── UpstreamInvalid a body that is not the documented JSON: transient
+                                too (the last good state stays), logged
 
-Upstream errors are translated at the upstream boundary (`gateway.upstream`);
-nothing above it sees an httpx or pydantic exception.
+Upstream errors are translated at the upstream boundary (`gateway.ingest.upstream`);
+nothing above it sees an httpx or pydantic exception. The HTTP status of each
+code is `gateway.protocol.rules.HTTP_STATUS`.
 """
+
+from gateway.protocol.rules import Code
 
 
 class BuildcastError(Exception):
     """Base of every error Buildcast raises on purpose."""
 
+    code = Code.INTERNAL
+
 
 class InvalidBuildId(BuildcastError):
-    """A build id that PROTOCOL.md does not allow (empty, too long, `/`, spaces, controls)."""
+    """A build id the protocol does not allow (`gateway.protocol.rules.is_build_id`)."""
+
+    code = Code.INVALID_BUILD_ID
 
 
 class BadRequest(BuildcastError):
-    """A request that breaks the API's rules other than a build id's (too many builds...)."""
+    """A request that breaks the API's rules other than a build id's (no builds named...)."""
+
+    code = Code.BAD_REQUEST
+
+
+class TooMany(BuildcastError):
+    """A request for more than a limit allows (builds on one stream or socket)."""
+
+    code = Code.TOO_MANY
 
 
 class Forbidden(BuildcastError):
     """A request this client may not make (a WebSocket from a foreign browser Origin)."""
 
+    code = Code.FORBIDDEN
+
 
 class BusUnavailable(BuildcastError):
     """The bus (Redis) cannot be reached; callers keep what they have and retry later."""
+
+    code = Code.UPSTREAM_UNAVAILABLE
 
 
 class UpstreamError(BuildcastError):
     """The Build Graph Service could not give what was asked."""
 
+    code = Code.UPSTREAM_UNAVAILABLE
 
-class UpstreamNotFound(UpstreamError):
+
+class BuildGone(UpstreamError):
+    """The upstream's word that a build can never be followed: its streams end with its code."""
+
+
+class UpstreamNotFound(BuildGone):
     """The build or partition does not exist upstream (HTTP 404)."""
 
+    code = Code.NOT_FOUND
 
-class UpstreamBadRequest(UpstreamError):
+
+class UpstreamBadRequest(BuildGone):
     """The upstream called the id malformed (HTTP 400)."""
+
+    code = Code.INVALID_BUILD_ID
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -1,32 +1,133 @@
 """Every tunable of the gateway, with its default, in one frozen object.
 
-The CLI (`gateway.cli`) is the one place that reads options and environment
-variables and builds a `Settings`; everything else receives it.
+The one source of options: a field declared with `option()` is a command-line
+option (`--poll-active`) and an environment variable (`BUILDCAST_POLL_ACTIVE`)
+whose default, help and parser the CLI reads from here. The other fields are
+fixed for now, each with the reason for its value. The CLI (`gateway.cli`)
+is the one place that reads options and the environment and builds a
+`Settings`; everything else receives it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from gateway.protocol.rules import HEARTBEAT_SECONDS, STREAM_BUILDS
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 API_DOCUMENT = WEB_ROOT.parent / "docs" / "openapi.yaml"
 
+T = TypeVar("T")
+
+Parse = Callable[[str], Any]
+"""Text of an option or variable -> its value; ValueError with a readable reason if bad."""
+
+
+# --- parsers: one per kind of value, each saying what was wrong in words
+
+
+def seconds(text: str) -> float:
+    value = _number(text, float, "a number of seconds")
+    if not value > 0:
+        raise ValueError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def tcp_port(text: str) -> int:
+    value = _number(text, int, "a TCP port (0 to 65535)")
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text} is not a TCP port (0 to 65535)")
+    return value
+
+
+def count(text: str) -> int:
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise ValueError(f"must be 1 or more, not {text}")
+    return value
+
+
+def http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{text!r} is not a redis://, rediss:// or unix:// URL")
+    return text
+
+
+def origins(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
+    for origin in found:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{origin!r} is not an Origin like https://host:port")
+    return found
+
+
+def _number(text: str, kind: Callable[[str], T], what: str) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {what}") from None
+
+
+def option(help: str, parse: Parse, default: Any = MISSING, *, flag: str | None = None) -> Any:
+    """A field that is also a command-line option and an environment variable."""
+    return field(default=default, metadata={"help": help, "parse": parse, "flag": flag})
+
+
+def options() -> dict[str, Field[Any]]:
+    """The option fields of `Settings`, by field name."""
+    return {f.name: f for f in fields(Settings) if "help" in f.metadata}
+
+
+def flag_of(setting: Field[Any]) -> str:
+    """`poll_active` -> `--poll-active`, unless the field names its own flag."""
+    return setting.metadata["flag"] or "--" + setting.name.replace("_", "-")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    upstream: str
-    redis: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
+    upstream: str = option("base URL of the Build Graph Service", http_url)
+    redis: str | None = option(
+        "Redis (or one node of a Redis Cluster) shared by the replicas; none: one replica",
+        redis_url,
+        None,
+    )
+    host: str = option("address to listen on", str, "127.0.0.1")
+    port: int = option("port to listen on (0: any free one)", tcp_port, 8080)
     # The seed page's cadence: 2 s while a build runs, 10 s once it ended.
-    poll_active: float = 2.0
-    poll_idle: float = 10.0
+    poll_active: float = option(
+        "seconds from one poll of a running build to the next", seconds, 2.0
+    )
+    poll_idle: float = option("seconds between polls of an ended build", seconds, 10.0)
     # How long a poller outlives its last viewer: a page reload must not restart it.
-    grace: float = 30.0
-    # Each not-yet-final partition is re-read at least this often even when no
-    # event mentions it (delegated partitions change without this build's events).
-    partition_refresh: float = 60.0
+    grace: float = option("seconds a poller outlives its last viewer", seconds, 30.0)
+    # Delegated partitions change without this build's events, so each one not yet
+    # final is re-read at least this often even when no event mentions it.
+    partition_refresh: float = option(
+        "seconds between background reads of an unfinished partition", seconds, 60.0
+    )
+    lease_ttl: float = option(
+        "with --redis: seconds before another replica takes over a dead replica's builds",
+        seconds,
+        5.0,
+    )
+    allowed_origins: tuple[str, ...] = option(
+        "comma-separated browser Origins, besides the gateway's own, that may open a WebSocket",
+        origins,
+        (),
+        flag="--allow-origin",
+    )
     # Upstream requests one poller may have in flight for partition statuses.
     partition_concurrency: int = 8
     upstream_timeout: float = 5.0
@@ -35,14 +136,10 @@ class Settings:
     # An unknown build id is remembered this long, so a storm of requests for it
     # costs the upstream one request, not one per request.
     not_found_ttl: float = 5.0
-    # PROTOCOL.md: a heartbeat at least every 15 s.
-    heartbeat: float = 15.0
+    heartbeat: float = HEARTBEAT_SECONDS
     # The client's EventSource reconnect delay, sent once as `retry:`.
     retry_ms: int = 2000
-    # Browser Origins besides the gateway's own that may open a WebSocket.
-    allowed_origins: tuple[str, ...] = ()
-    # Builds one multi-build stream may follow (a wall of 24 fits with room).
-    stream_builds: int = 50
+    stream_builds: int = STREAM_BUILDS
     # Messages queued for one client before it counts as too slow and is cut off.
     subscriber_buffer: int = 256
     # A write that cannot finish in this time means a stalled client.
@@ -51,9 +148,6 @@ class Settings:
     history: int = 1000
     # Builds whose state the in-process bus keeps, the least recently changed forgotten first.
     retained_builds: int = 10_000
-    # Redis only: a poller's lease on its build. Another replica with viewers takes
-    # the build over within about this time after its owner died.
-    lease_ttl: float = 5.0
     # Redis only: how long a build's stored state outlives its last poller.
     retention: float = 86_400.0
     # How long a viewer waits for the first view of a build before a 503.

@@ -6,26 +6,28 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.bus.base import Bus
-from gateway.fanout import Fanout
-from gateway.heartbeat import Heartbeats
-from gateway.registry import Registry
+from gateway.backends import Backends, Bus
+from gateway.delivery.fanout import Fanout
+from gateway.delivery.heartbeat import Heartbeats
+from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.watch import Watches
 from gateway.settings import Settings
-from gateway.upstream import UpstreamClient
-from gateway.watch import Watches
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayState:
     settings: Settings
     upstream: UpstreamClient
-    bus: Bus
+    backends: Backends
     fanout: Fanout
     watches: Watches
-    registry: Registry
     heartbeats: Heartbeats
     # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    @property
+    def bus(self) -> Bus:
+        return self.backends.bus
 
 
 STATE = web.AppKey("state", GatewayState)

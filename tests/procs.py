@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.diff import apply
+from gateway.protocol.diff import apply
 from tests.sse import Event, events
 
 BUILDCAST = [sys.executable, "-m", "gateway.cli"]

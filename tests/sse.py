@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.diff import apply
+from gateway.protocol.diff import apply
 
 
 @dataclass

@@ -14,13 +14,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from gateway import codec, messages
-from gateway.bus.redis import RedisBus
-from gateway.diff import apply
-from gateway.messages import Message
-from gateway.models import summarize
-from gateway.redis_client import RedisConnection, build_key, connect
-from gateway.resume import Position
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import RedisConnection, build_key, connect
+from gateway.protocol import codec, messages
+from gateway.protocol.diff import apply
+from gateway.protocol.messages import Message
+from gateway.protocol.resume import Position
+from gateway.protocol.view import summarize
 from tests.redis_servers import RedisServer
 
 EPOCH = "e1"

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from gateway import codec, messages
-from gateway.bus import Bus, MemoryBus
-from gateway.bus.redis import RedisBus
-from gateway.messages import Message
-from gateway.models import summarize
-from gateway.redis_client import RedisConnection, connect
-from gateway.resume import Position
+from gateway.backends.base import Bus
+from gateway.backends.memory import MemoryBus
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import RedisConnection, connect
+from gateway.protocol import codec, messages
+from gateway.protocol.messages import Message
+from gateway.protocol.resume import Position
+from gateway.protocol.view import summarize
 from tests.redis_servers import RedisCluster, RedisServer
 
 EPOCH = "e1"
@@ -113,7 +114,7 @@ async def test_latest_is_a_snapshot_of_the_newest_view(bus: Bus) -> None:
     latest = await bus.latest("b")
     assert latest is not None
     assert (latest.kind, latest.epoch, latest.seq) == (messages.Kind.SNAPSHOT, EPOCH, 3)
-    assert codec.loads(codec.snapshot_view(latest))["status"] == "S3"
+    assert codec.loads(latest.view_json)["status"] == "S3"
 
 
 async def test_history_resumes_or_says_it_cannot(bus: Bus) -> None:

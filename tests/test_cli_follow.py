@@ -19,9 +19,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.client import Update
-from gateway.diff import apply
+from gateway.client.tail import _Tail
+from gateway.protocol.diff import apply
 from gateway.simulator import Simulator
-from gateway.terminal import _Tail
 from tests.conftest import StartGateway
 from tests.test_client import Proxy, a_view, advanced, gateway_view
 from tests.test_sse import drive

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway import codec
 from gateway.client import (
     BuildNotFound,
     Client,
@@ -25,7 +24,8 @@ from gateway.client import (
     Update,
     backoff,
 )
-from gateway.resume import Position, token
+from gateway.protocol import codec
+from gateway.protocol.resume import Position, token
 from gateway.simulator import Simulator
 from tests.conftest import StartGateway
 
@@ -317,7 +317,7 @@ async def test_refusals_before_the_stream_are_clear_errors_without_retry(
             client.follow("a b")
         with pytest.raises(GatewayError) as refused:  # 51 builds: more than one stream may name
             await anext(client.follow([f"br-{n}" for n in range(51)]))
-        assert refused.value.status == 400 and refused.value.code == "bad_request"
+        assert refused.value.status == 429 and refused.value.code == "too_many"
         with pytest.raises(BuildNotFound):
             await client.view("br-unknown")
 

@@ -9,9 +9,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.diff import apply, apply_encoded, diff
-from gateway.messages import Changes
-from gateway.models import BuildStatus, build_view
+from gateway.ingest.payloads import BuildStatusResponse
+from gateway.ingest.views import build_view
+from gateway.protocol.diff import apply, apply_encoded, diff
+from gateway.protocol.view import Changes
 
 REFS = ["reviews/date=2026-11-27", "podcasts/date=2026-11-27", "a b/c=%41/é"]
 STATUSES = ["BuildRequestPlanning", "BUILD_REQUEST_EXECUTING", "Completed", "SomethingNew"]
@@ -68,7 +69,9 @@ def published(states: list[Any]) -> Iterator[tuple[int, dict[str, Any], Changes 
     last: dict[str, Any] | None = None
     seq = 0
     for build, partitions, stale in states:
-        view = build_view(BuildStatus.model_validate(build), partitions, seq=seq + 1, stale=stale)
+        view = build_view(
+            BuildStatusResponse.model_validate(build), partitions, seq=seq + 1, stale=stale
+        )
         changes = None if last is None else diff(last, view)
         if changes == {}:
             continue

@@ -9,13 +9,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway import messages
-from gateway.bus import MemoryBus
-from gateway.fanout import HIGH_WATER, Direct, Fanout, Subscriber
-from gateway.follow import Follower
-from gateway.heartbeat import Heartbeats
-from gateway.messages import Message
-from gateway.resume import Position
+from gateway.backends.memory import MemoryBus
+from gateway.delivery.fanout import HIGH_WATER, Direct, Fanout, Subscriber
+from gateway.delivery.follow import Follower
+from gateway.delivery.heartbeat import Heartbeats
+from gateway.protocol import messages
+from gateway.protocol.messages import Message
+from gateway.protocol.resume import Position
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import StartGateway

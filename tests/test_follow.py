@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway import messages
-from gateway.bus import MemoryBus
-from gateway.follow import Follower
-from gateway.messages import Kind, Message
-from gateway.resume import Position, cursor, parse_cursor, parse_token, token
+from gateway.backends.memory import MemoryBus
+from gateway.delivery.follow import Follower
+from gateway.protocol import messages
+from gateway.protocol.messages import Kind, Message
+from gateway.protocol.resume import Position, cursor, parse_cursor, parse_token, token
 
 
 async def run(bus: MemoryBus, count: int, epoch: str = "e") -> list[Message]:

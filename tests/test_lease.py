@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from gateway.lease import RedisLease
-from gateway.redis_client import RedisConnection, connect
+from gateway.backends.redis.connection import RedisConnection, connect
+from gateway.backends.redis.lease import RedisLease
 from tests.redis_servers import RedisServer
 
 TTL = 0.3

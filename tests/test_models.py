@@ -9,23 +9,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.models import (
-    ACTIVE_BUILD_STATUSES,
-    TERMINAL_BUILD_STATUSES,
-    UNKNOWN_PARTITION,
+from gateway.ingest.payloads import (
     BuildEvent,
     BuildReader,
-    BuildRequestStatus,
-    BuildStatus,
+    BuildStatusResponse,
+    PartitionEventsResponse,
+    PartitionStatusResponse,
+)
+from gateway.ingest.views import (
     EventViews,
-    JobStatus,
-    PartitionEvents,
-    PartitionState,
-    PartitionStatus,
     build_view,
     event_view,
     partition_view,
     partitions_from_events,
+)
+from gateway.protocol.view import (
+    ACTIVE_BUILD_STATUSES,
+    TERMINAL_BUILD_STATUSES,
+    UNKNOWN_PARTITION,
+    BuildRequestStatus,
+    JobStatus,
+    PartitionStatus,
 )
 
 # UPSTREAM.md's BuildStatusResponse, with every field the models know.
@@ -139,8 +143,8 @@ def camel(payload: Any) -> Any:
     return payload
 
 
-def parse_build(payload: Any) -> BuildStatus:
-    return BuildStatus.model_validate_json(json.dumps(payload))
+def parse_build(payload: Any) -> BuildStatusResponse:
+    return BuildStatusResponse.model_validate_json(json.dumps(payload))
 
 
 def parse_event(**fields: Any) -> BuildEvent:
@@ -162,7 +166,7 @@ def test_either_spelling_gives_the_protocol_view(spell: Any) -> None:
 
 @pytest.mark.parametrize("spell", [lambda p: p, camel], ids=["snake", "camel"])
 def test_either_spelling_of_a_partition_status(spell: Any) -> None:
-    status = PartitionStatus.model_validate_json(json.dumps(spell(PARTITION)))
+    status = PartitionStatusResponse.model_validate_json(json.dumps(spell(PARTITION)))
     assert partition_view(status) == DELEGATED
     assert status.build_requests == ["br-7f3a", "br-6c01"]
 
@@ -170,7 +174,7 @@ def test_either_spelling_of_a_partition_status(spell: Any) -> None:
 @pytest.mark.parametrize("spell", [lambda p: p, camel], ids=["snake", "camel"])
 def test_either_spelling_of_partition_events(spell: Any) -> None:
     payload = {"partition_ref": "podcasts/date=2026-11-27", "events": BUILD["events"]}
-    events = PartitionEvents.model_validate_json(json.dumps(spell(payload)))
+    events = PartitionEventsResponse.model_validate_json(json.dumps(spell(payload)))
     assert events.partition_ref == "podcasts/date=2026-11-27"
     assert [event_view(event) for event in events.events] == EVENT_VIEWS
 
@@ -192,7 +196,7 @@ SPELLINGS = [
     (member.value, spelling)
     for enum, prefix in [
         (BuildRequestStatus, "BuildRequest"),
-        (PartitionState, "Partition"),
+        (PartitionStatus, "Partition"),
         (JobStatus, "Job"),
     ]
     for member in enum
@@ -210,7 +214,9 @@ SPELLINGS = [
 def _statuses(value: Any) -> tuple[str, str, str | None]:
     """`value` read as a build's, a partition's and a job's status."""
     build = parse_build({**BUILD, "status": value})
-    partition = PartitionStatus.model_validate_json(json.dumps({**PARTITION, "status": value}))
+    partition = PartitionStatusResponse.model_validate_json(
+        json.dumps({**PARTITION, "status": value})
+    )
     job = parse_event(job={"status": value}).job
     assert job is not None
     return build.status, partition.status, job.status
@@ -297,7 +303,9 @@ def test_refs_are_accepted_in_either_form_everywhere() -> None:
     }
     assert parse_build(mixed).requested_partitions == parse_build(BUILD).requested_partitions
     wrapped = {**PARTITION, "partition_ref": {"str": PARTITION["partition_ref"]}}
-    assert PartitionStatus.model_validate(wrapped) == PartitionStatus.model_validate(PARTITION)
+    assert PartitionStatusResponse.model_validate(
+        wrapped
+    ) == PartitionStatusResponse.model_validate(PARTITION)
     event = parse_event(partition_ref="a/b", job={"target_partitions": ["c", {"str": "d"}]})
     assert event.partition_ref == "a/b"
     assert event.job is not None and event.job.target_partitions == ["c", "d"]
@@ -469,7 +477,7 @@ def bodies(draw: st.DrawFn) -> list[bytes]:
 def test_a_reader_gives_what_validating_each_whole_body_gives(found: list[bytes]) -> None:
     reader = BuildReader()
     for raw in found:
-        assert reader.read(raw) == BuildStatus.model_validate_json(raw)
+        assert reader.read(raw) == BuildStatusResponse.model_validate_json(raw)
 
 
 def test_a_reader_validates_only_the_events_it_has_not_seen() -> None:

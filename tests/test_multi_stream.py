@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.diff import apply
-from gateway.resume import parse_cursor
+from gateway.protocol.diff import apply
+from gateway.protocol.resume import parse_cursor
+from gateway.protocol.rules import HTTP_STATUS, Code
 from gateway.simulator import Simulator
 from tests.conftest import raw_url
 from tests.sse import Event, events
@@ -110,7 +111,7 @@ async def test_an_unknown_build_gets_its_error_and_the_others_go_on(
     ("query", "code"),
     [
         ("", "bad_request"),
-        ("?" + "&".join(f"build=b{i}" for i in range(51)), "bad_request"),
+        ("?" + "&".join(f"build=b{i}" for i in range(51)), "too_many"),
         ("?build=a%20b", "invalid_build_id"),
     ],
     ids=["none", "too-many", "invalid"],
@@ -119,5 +120,5 @@ async def test_bad_build_lists_are_refused_before_any_stream(
     gateway: TestServer, session: aiohttp.ClientSession, query: str, code: str
 ) -> None:
     async with session.get(raw_url(gateway, "/api/v1/stream" + query)) as response:
-        assert response.status == 400
+        assert response.status == HTTP_STATUS[Code(code)]
         assert (await response.json())["error"]["code"] == code

@@ -30,9 +30,9 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from gateway.app import create_app
+from gateway.delivery.http_errors import check_build_id
 from gateway.errors import InvalidBuildId
-from gateway.http_errors import check_build_id
-from gateway.resume import parse_cursor, parse_token
+from gateway.protocol.resume import parse_cursor, parse_token
 from gateway.settings import Settings
 from gateway.simulator import Simulator
 from tests.conftest import raw_url
@@ -399,7 +399,7 @@ async def test_multi_build_stream_fits_the_document(
         (STREAM, "/api/v1/builds/br-x/stream", 404, "not_found"),
         (STREAM, "/api/v1/builds/a%09b/stream", 400, "invalid_build_id"),
         (MULTI, "/api/v1/stream", 400, "bad_request"),
-        (MULTI, "/api/v1/stream?" + "&".join(f"build=b{i}" for i in range(51)), 400, "bad_request"),
+        (MULTI, "/api/v1/stream?" + "&".join(f"build=b{i}" for i in range(51)), 429, "too_many"),
         (MULTI, "/api/v1/stream?build=a%20b", 400, "invalid_build_id"),
         (WS, "/api/v1/ws", 400, "bad_request"),  # a plain GET, no handshake
     ],

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from gateway.diff import apply
+from gateway.protocol.diff import apply
 from gateway.simulator import HOSTILE_LOG_LINE, Simulator
 from tests.conftest import ARTIFACTS, Upstream, raw_url
 

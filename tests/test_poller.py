@@ -14,15 +14,16 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway import codec
-from gateway.bus import MemoryBus
-from gateway.diff import apply
-from gateway.messages import Kind, Message
-from gateway.models import BuildStatus, build_view, partitions_from_events
-from gateway.poller import Poller
+from gateway.backends.memory import MemoryBus
+from gateway.ingest.payloads import BuildStatusResponse
+from gateway.ingest.poller import Poller
+from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.views import build_view, partitions_from_events
+from gateway.protocol import codec
+from gateway.protocol.diff import apply
+from gateway.protocol.messages import Kind, Message
 from gateway.settings import Settings
 from gateway.simulator import Simulator
-from gateway.upstream import UpstreamClient
 from tests.conftest import StartGateway, Upstream
 from tests.sse import Viewer
 from tests.test_sse import stream_url
@@ -245,8 +246,8 @@ async def test_a_long_build_is_followed_with_deltas_of_its_new_events() -> None:
     assert [[e["eventId"] for e in d["events"]] for d in deltas] == [
         [f"ev-{n}" for n in range(first, first + 5)] for first in (2_000, 2_005, 2_010)
     ]
-    client_view = apply(codec.loads(codec.snapshot_view(got[3])), 5, deltas[-1])
-    expected = BuildStatus.model_validate(bodies[-1])
+    client_view = apply(codec.loads(got[3].view_json), 5, deltas[-1])
+    expected = BuildStatusResponse.model_validate(bodies[-1])
     assert client_view == build_view(expected, partitions_from_events(expected), seq=5, stale=False)
     assert client_view["events"][2_009]["message"] == "rewritten upstream"
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
-from gateway.redis_client import connect
+from gateway.backends.redis.connection import connect
 from gateway.settings import Settings
 from gateway.simulator import Simulator
 from gateway.state import STATE

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway import messages
-from gateway.bus.redis import RedisBus
-from gateway.lease import RedisLease
-from gateway.redis_client import POOL_SIZE, connect
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import POOL_SIZE, connect
+from gateway.backends.redis.lease import RedisLease
+from gateway.protocol import messages
 from tests.redis_servers import RedisServer
 from tests.test_bus_contract import view as build_view
 

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.follow import Follower
-from gateway.messages import Message
+from gateway.delivery.follow import Follower
+from gateway.protocol.messages import Message
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import StartGateway, raw_url
@@ -194,7 +194,7 @@ async def test_a_bug_answers_json_500_without_a_traceback(
     def broken() -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(gateway.app[STATE].registry, "viewers", broken)
+    monkeypatch.setattr(gateway.app[STATE].backends.registry, "viewers", broken)
     async with session.get(gateway.make_url("/api/v1/watched")) as response:
         assert response.status == 500
         body = await response.text()

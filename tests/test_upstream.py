@@ -15,8 +15,8 @@ from gateway.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from gateway.models import BuildReader
-from gateway.upstream import Fetched, UpstreamClient
+from gateway.ingest.payloads import BuildReader
+from gateway.ingest.upstream import Fetched, UpstreamClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from gateway.bus import MemoryBus
-from gateway.lease import LocalLease
+from gateway.backends.memory import MemoryBus, MemoryLease
+from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.watch import Watches
 from gateway.settings import Settings
 from gateway.simulator import Simulator
-from gateway.upstream import UpstreamClient
-from gateway.watch import Watches
 
 
-class SlowRelease(LocalLease):
+class SlowRelease(MemoryLease):
     """A lease whose release takes as long as the test says (a Redis round trip, stretched)."""
 
     def __init__(self) -> None:
+        super().__init__("local", ttl=5.0)
         self.releasing = asyncio.Event()
         self.go_on = asyncio.Event()
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import codec
+from gateway.protocol import codec
 from tests.procs import BUILDCAST, ROOT, Proc, Procs
 from tests.redis_servers import RedisServer
 from tests.sse import events

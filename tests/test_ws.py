@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.diff import apply
+from gateway.protocol.diff import apply
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.conftest import StartGateway

@@ -1,4 +1,4 @@
-"""The simulated Build Graph Service: UPSTREAM.md's API served from simulated builds.
+"""The simulated Build Graph Service: its API (`docs/upstream.md`) over simulated builds.
 
 `model` is the deterministic state machine (a seed and an injected clock, no I/O);
 `server` serves it over HTTP with a control API under `/_sim/` for tests, fault

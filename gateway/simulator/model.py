@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.models import TERMINAL_BUILD_STATUSES as TERMINAL
-from gateway.models import BuildRequestStatus, JobStatus
-from gateway.models import PartitionState as PartitionStatus
+from gateway.protocol.rules import is_build_id
+from gateway.protocol.view import TERMINAL_BUILD_STATUSES as TERMINAL
+from gateway.protocol.view import BuildRequestStatus, JobStatus, PartitionStatus
 
-# The wire vocabulary is UPSTREAM.md's, shared with the gateway's models.
+# The wire vocabulary is the Build Graph Service's (`docs/upstream.md`), shared with the gateway.
 Event = dict[str, Any]
 """One BuildEvent in its snake_case wire form. Shared and never mutated once emitted."""
 
@@ -69,7 +69,6 @@ _ERROR_TEMPLATES = (
     "error: out of memory after {n:,} rows",
 )
 
-_BAD_BUILD_ID = re.compile(r"[\s/\x00-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NON_WORD = re.compile(r"\W+")
 
@@ -79,8 +78,8 @@ class BuildExists(ValueError):
 
 
 def is_valid_build_id(build_id: str) -> bool:
-    """PROTOCOL.md's rule: 1 to 200 characters, no `/`, whitespace or control character."""
-    return 0 < len(build_id) <= 200 and not _BAD_BUILD_ID.search(build_id)
+    """The gateway's rule (`gateway.protocol.rules`): the simulator refuses what it would."""
+    return is_build_id(build_id)
 
 
 def is_valid_ref(ref: str) -> bool:
@@ -125,7 +124,7 @@ class _Partition:
 
     Its status is that of its latest partition event, with one exception: while the
     ref is delegated to a build, that build's own progress does not mask the
-    delegation (UPSTREAM.md's example); the delegate's outcome ends it.
+    delegation (the example of `docs/upstream.md`); the delegate's outcome ends it.
     """
 
     ref: str

@@ -1,4 +1,4 @@
-"""The simulated Build Graph Service over HTTP: UPSTREAM.md's API plus `/_sim/` controls.
+"""The simulated Build Graph Service over HTTP: its API (`docs/upstream.md`) and `/_sim/` controls.
 
 The upstream routes answer in the spelling and enum style chosen at creation, with
 a strong ETag and `304` on a matching `If-None-Match`. Every upstream request is
@@ -24,8 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.models import BuildRequestStatus, JobStatus
-from gateway.models import PartitionState as PartitionStatus
+from gateway.protocol.view import BuildRequestStatus, JobStatus, PartitionStatus
 from gateway.simulator.model import BuildExists, Simulator, is_valid_build_id, is_valid_ref
 
 log = logging.getLogger(__name__)

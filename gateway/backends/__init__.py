@@ -1,0 +1,64 @@
+"""Where the watched builds' state lives: in this process, or in Redis for many replicas.
+
+    base.py          the contracts: Bus, Lease, Registry and their guarantees
+    memory.py        one replica: everything in this process
+    redis/           many replicas: connection.py, bus.py, lease.py, registry.py
+
+`create` is the one factory: the gateway asks for its backends and gets a
+matching set, never a Redis bus beside an in-process lease.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from gateway.backends.base import Bus, Lease, Registry
+from gateway.backends.memory import MemoryBus, MemoryLease, MemoryRegistry
+from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.connection import RedisConnection
+from gateway.backends.redis.lease import RedisLease
+from gateway.backends.redis.registry import RedisRegistry
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    bus: Bus
+    lease: Lease
+    registry: Registry
+    replica: str  # who this process is to the others: the lease holder's name
+    redis: RedisConnection | None  # owned: closed with the backends
+
+    async def close(self) -> None:
+        await self.registry.close()
+        await self.bus.close()
+        if self.redis is not None:
+            await self.redis.close()
+
+
+def replica_name() -> str:
+    """Who holds a lease: readable in Redis, and unique even for a restarted process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def create(settings: Settings, redis: RedisConnection | None = None) -> Backends:
+    """The in-process backends, or the Redis ones on `redis` (which they then own)."""
+    replica = replica_name()
+    if redis is None:
+        bus: Bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
+        return Backends(
+            bus, MemoryLease(replica, settings.lease_ttl), MemoryRegistry(replica), replica, None
+        )
+    return Backends(
+        RedisBus(redis, history=settings.history, retention=settings.retention),
+        RedisLease(redis, replica, settings.lease_ttl),
+        RedisRegistry(redis, replica, settings.lease_ttl),
+        replica,
+        redis,
+    )
+
+
+__all__ = ["Backends", "Bus", "Lease", "Registry", "create"]

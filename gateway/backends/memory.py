@@ -1,0 +1,194 @@
+"""The in-process backends: the product for a single replica, not test doubles.
+
+Everything lives in this process's memory, so they serve one replica
+(`buildcast serve` without `--redis`, and `buildcast demo`). A fresh process
+starts every build in a new epoch: clients of the previous process resume
+with a snapshot.
+
+The lease and the registry keep the semantics of their Redis versions: replicas
+that share one `Shared` (tests run two in one process) compete for leases and
+add up their viewers. A lone replica holds every lease and its own viewers are
+the deployment's.
+
+Memory stays bounded: at most `history` messages per build, and the state of at
+most `max_builds` builds, the least recently published forgotten first; leases
+and interest are forgotten when they expire.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+
+from gateway.backends.base import Deliver, Viewers
+from gateway.protocol import messages
+from gateway.protocol.messages import Kind, Message
+from gateway.protocol.resume import Position
+from gateway.protocol.view import View, summarize
+
+
+@dataclass(slots=True)
+class _Build:
+    epoch: str
+    seq: int
+    view: View
+    history: deque[Message]
+    snapshot: Message | None = field(default=None)  # encoded on first demand, per seq
+
+
+class MemoryBus:
+    def __init__(self, *, history: int = 1000, max_builds: int = 10_000) -> None:
+        self._history = history
+        self._max_builds = max_builds
+        self._builds: OrderedDict[str, _Build] = OrderedDict()
+        self._subscribed: set[str] = set()
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+
+    async def subscribe(self, build_id: str) -> None:
+        self._subscribed.add(build_id)
+
+    async def unsubscribe(self, build_id: str) -> None:
+        self._subscribed.discard(build_id)
+
+    async def publish(self, message: Message, view: View | None) -> bool:
+        if message.kind is not Kind.ERROR:
+            if view is None:
+                raise ValueError("a snapshot or delta is published with the view at its seq")
+            if not self._store(message, view):
+                return False
+        if self._deliver is not None and message.build_id in self._subscribed:
+            self._deliver(message)
+        return True
+
+    def _store(self, message: Message, view: View) -> bool:
+        build = self._builds.get(message.build_id)
+        follows = build is not None and (
+            message.epoch == build.epoch and message.seq == build.seq + 1
+        )
+        if not (follows or (message.kind is Kind.SNAPSHOT and build is None)):
+            return False
+        if build is None:
+            build = _Build(message.epoch, message.seq, view, deque(maxlen=self._history))
+            self._builds[message.build_id] = build
+        build.seq, build.view, build.snapshot = message.seq, view, None
+        build.history.append(message)
+        self._builds.move_to_end(message.build_id)
+        while len(self._builds) > self._max_builds:
+            self._builds.popitem(last=False)
+        return True
+
+    async def latest(self, build_id: str) -> Message | None:
+        build = self._builds.get(build_id)
+        if build is None:
+            return None
+        if build.snapshot is None:
+            build.snapshot = messages.snapshot(build_id, build.epoch, build.seq, build.view)
+        return build.snapshot
+
+    async def position(self, build_id: str) -> Position | None:
+        build = self._builds.get(build_id)
+        return None if build is None else Position(build.epoch, build.seq)
+
+    async def retain(self, build_id: str) -> Position | None:
+        return await self.position(build_id)
+
+    async def summaries(self, build_ids: list[str]) -> dict[str, View]:
+        return {b: summarize(self._builds[b].view) for b in build_ids if b in self._builds}
+
+    async def history(self, build_id: str, since: Position) -> list[Message] | None:
+        build = self._builds.get(build_id)
+        if build is None or since.epoch != build.epoch or since.seq > build.seq:
+            return None
+        kept = build.history
+        first = kept[0].seq if kept else build.seq + 1
+        if since.seq + 1 < first:
+            return None
+        return list(islice(kept, since.seq + 1 - first, None))
+
+    async def ready(self) -> bool:
+        return True
+
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Shared:
+    """What replicas in one process share: leases, interest and reported viewers."""
+
+    clock: Clock = time.monotonic
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # build -> holder, expiry
+    interest: dict[str, dict[str, float]] = field(default_factory=dict)  # build -> replica: expiry
+    viewers: dict[str, Callable[[], Viewers]] = field(default_factory=dict)  # replica -> report
+
+
+class MemoryLease:
+    def __init__(self, holder: str, ttl: float, shared: Shared | None = None) -> None:
+        self.holder = holder
+        self._ttl = ttl
+        self._shared = shared or Shared()
+
+    def _holder(self, build_id: str) -> str | None:
+        held = self._shared.leases.get(build_id)
+        if held is None or held[1] <= self._shared.clock():
+            return None
+        return held[0]
+
+    def _hold(self, build_id: str) -> bool:
+        self._shared.leases[build_id] = (self.holder, self._shared.clock() + self._ttl)
+        return True
+
+    async def acquire(self, build_id: str) -> bool:
+        return self._holder(build_id) in (None, self.holder) and self._hold(build_id)
+
+    async def renew(self, build_id: str) -> bool:
+        return await self.acquire(build_id)
+
+    async def release(self, build_id: str) -> None:
+        if self._holder(build_id) == self.holder:
+            del self._shared.leases[build_id]
+
+    async def show_interest(self, build_id: str) -> None:
+        interest, now = self._shared.interest, self._shared.clock()
+        if build_id not in interest:  # forget builds nobody is interested in any more
+            for gone in [b for b, replicas in interest.items() if max(replicas.values()) <= now]:
+                del interest[gone]
+        interest.setdefault(build_id, {})[self.holder] = now + self._ttl
+
+    async def withdraw_interest(self, build_id: str) -> None:
+        replicas = self._shared.interest.get(build_id, {})
+        replicas.pop(self.holder, None)
+        if not replicas:
+            self._shared.interest.pop(build_id, None)
+
+    async def interest_elsewhere(self, build_id: str) -> bool:
+        now = self._shared.clock()
+        replicas = self._shared.interest.get(build_id, {})
+        return any(r != self.holder and expiry > now for r, expiry in replicas.items())
+
+
+class MemoryRegistry:
+    def __init__(self, replica: str, shared: Shared | None = None) -> None:
+        self._replica = replica
+        self._shared = shared or Shared()
+
+    async def start(self, local: Callable[[], Viewers]) -> None:
+        self._shared.viewers[self._replica] = local
+
+    async def close(self) -> None:
+        self._shared.viewers.pop(self._replica, None)
+
+    async def viewers(self) -> Viewers:
+        total: Counter[str] = Counter()
+        for report in list(self._shared.viewers.values()):
+            total.update(report())
+        return dict(total)

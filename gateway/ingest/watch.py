@@ -1,0 +1,265 @@
+"""Which builds this replica watches, for how many viewers, and whether it polls them.
+
+A build's first viewer here starts a watch: a keeper task that holds the build's
+lease while it can and runs the poller while it holds it. Replicas that do not
+hold the lease serve the view their owner publishes, show interest in the build
+(so the owner keeps polling for them) and try the lease every third of its time
+to live: when the owner dies, one of them takes over, and its poller continues
+the stored sequence.
+
+When the last viewer leaves, the watch stays for a grace period, so a page
+reload or a reconnect does not cost a fresh start; the owner stops only once no
+replica has shown interest either. An unknown build id is remembered for a few
+seconds: a storm of requests for it costs the upstream one request per replica.
+
+With the in-process bus the lease is always granted: the same code runs one
+replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gateway.aio import stop, stopping
+from gateway.backends.base import Bus, Lease
+from gateway.errors import BusUnavailable, UpstreamNotFound, UpstreamUnavailable
+from gateway.ingest.poller import Poller
+from gateway.ingest.upstream import UpstreamClient
+from gateway.protocol.view import View
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MISSING = 10_000
+"""Unknown build ids remembered at once; the oldest are forgotten first."""
+
+FIRST_LOOK = 0.1
+"""Seconds between looks for the owner's first view, while viewers wait for it."""
+
+
+class _Ended(Exception):
+    """The watch a viewer joined ended before it had a view (its grace ran out just then)."""
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    build_id: str
+    viewers: int = 0
+    idle_since: float | None = None  # when the last viewer left; None while watched
+    poller: Poller | None = None  # while this replica holds the lease
+    polling: asyncio.Task[None] | None = None
+    stored: bool = False  # the bus holds a view, published by whoever polls
+    keeper: asyncio.Task[None] | None = None
+    _news: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        """Wake whoever waits on this watch: its keeper, viewers waiting for a first view."""
+        self._news.set()
+        self._news = asyncio.Event()
+
+    async def news(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._news.wait()
+
+    @property
+    def view(self) -> View | None:
+        return None if self.poller is None else self.poller.view
+
+
+class Holding:
+    """A viewer's hold on a build's watch: a small object, not a generator, as viewers are many."""
+
+    __slots__ = ("_build_id", "_watch", "_watches")
+
+    def __init__(self, watches: Watches, build_id: str) -> None:
+        self._watches = watches
+        self._build_id = build_id
+        self._watch: Watch | None = None
+
+    async def __aenter__(self) -> Watch:
+        self._watch = await self._watches._acquire(self._build_id)
+        return self._watch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._watch is not None:
+            self._watches._release(self._watch)
+            self._watch = None
+
+
+class Watches:
+    def __init__(
+        self, settings: Settings, upstream: UpstreamClient, bus: Bus, lease: Lease
+    ) -> None:
+        self._settings = settings
+        self._upstream = upstream
+        self._bus = bus
+        self._lease = lease
+        self._tick = settings.lease_ttl / 3
+        self._watches: dict[str, Watch] = {}
+        self._closing = False
+        self._missing: dict[str, tuple[float, str]] = {}  # build id -> (expiry, message)
+
+    def watching(self, build_id: str) -> Holding:
+        """Hold a build watched for the duration; raises the upstream's error if it has no view."""
+        return Holding(self, build_id)
+
+    async def _acquire(self, build_id: str) -> Watch:
+        missing = self._missing.get(build_id)
+        if missing is not None:
+            if missing[0] > time.monotonic():
+                # A fresh exception each time: re-raising one would grow its traceback.
+                raise UpstreamNotFound(missing[1])
+            del self._missing[build_id]
+        while True:
+            watch = self._watches.get(build_id) or self._start(build_id)
+            watch.viewers += 1
+            watch.idle_since = None
+            try:
+                await self._first_view(watch)
+            except _Ended:  # joined a watch in its last moments: start a fresh one
+                continue
+            except BaseException as exc:  # a client that leaves while waiting releases too
+                self._release(watch)
+                if isinstance(exc, UpstreamNotFound):
+                    self._remember_missing(build_id, str(exc))
+                raise
+            return watch
+
+    async def _first_view(self, watch: Watch) -> None:
+        """Return once the build has a view here or on the bus; raise why it has none."""
+        deadline = time.monotonic() + self._settings.first_view_timeout
+        while True:
+            if watch.poller is not None:
+                await watch.poller.wait_ready()
+                return
+            if watch.stored:
+                return
+            if self._watches.get(watch.build_id) is not watch:
+                raise _Ended
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamUnavailable(f"no view of {watch.build_id} yet")
+            await watch.news(remaining)
+
+    def _remember_missing(self, build_id: str, message: str) -> None:
+        now = time.monotonic()
+        if len(self._missing) >= MAX_MISSING:  # a storm of distinct ids must not grow memory
+            self._missing = {k: v for k, v in self._missing.items() if v[0] > now}
+            while len(self._missing) >= MAX_MISSING:
+                del self._missing[next(iter(self._missing))]
+        self._missing[build_id] = (now + self._settings.not_found_ttl, message)
+
+    def _start(self, build_id: str) -> Watch:
+        watch = Watch(build_id)
+        self._watches[build_id] = watch
+        watch.keeper = asyncio.create_task(self._keep(watch), name=f"watch {build_id}")
+        return watch
+
+    def _release(self, watch: Watch) -> None:
+        watch.viewers -= 1
+        if watch.viewers == 0:
+            watch.idle_since = time.monotonic()
+            watch.notify()
+
+    async def _keep(self, watch: Watch) -> None:
+        """The watch's life: hold the lease, poll while holding it, end when nobody watches."""
+        failing = False
+        try:
+            while not (self._closing or stopping() or self._poller_ended(watch)):
+                try:
+                    await self._hold_lease(watch)
+                    if not await self._still_wanted(watch):
+                        return
+                    if watch.poller is None and not watch.stored:
+                        watch.stored = await self._bus.position(watch.build_id) is not None
+                        if watch.stored:
+                            watch.notify()
+                    failing = False
+                except BusUnavailable as exc:
+                    if not failing:
+                        log.warning("watch of %s cannot reach the bus: %s", watch.build_id, exc)
+                    failing = True
+                await watch.news(self._next_look(watch))
+        finally:
+            if self._watches.get(watch.build_id) is watch:  # new viewers start a new watch
+                del self._watches[watch.build_id]
+            watch.notify()
+            await self._stop_polling(watch, release=True)
+
+    async def _hold_lease(self, watch: Watch) -> None:
+        build_id = watch.build_id
+        if watch.polling is None:
+            if await self._lease.acquire(build_id):
+                self._start_polling(watch)
+        elif not await self._lease.renew(build_id):
+            log.warning("lost the lease of %s: another replica polls it now", build_id)
+            await self._stop_polling(watch, release=False)
+        elif (poller := watch.poller) and poller.view and await self._bus.retain(build_id) is None:
+            await poller.republish()
+
+    async def _still_wanted(self, watch: Watch) -> bool:
+        """Whether a viewer here, the grace period, or another replica's viewers want it."""
+        if watch.idle_since is None or time.monotonic() - watch.idle_since < self._settings.grace:
+            await self._lease.show_interest(watch.build_id)
+            return True
+        await self._lease.withdraw_interest(watch.build_id)
+        return watch.polling is not None and await self._lease.interest_elsewhere(watch.build_id)
+
+    def _next_look(self, watch: Watch) -> float:
+        if watch.poller is None and not watch.stored:
+            return FIRST_LOOK
+        if watch.idle_since is not None:
+            left = self._settings.grace - (time.monotonic() - watch.idle_since)
+            if left > 0:
+                return min(self._tick, left)
+        return self._tick
+
+    def _start_polling(self, watch: Watch) -> None:
+        watch.poller = Poller(watch.build_id, self._upstream, self._bus, self._settings)
+        watch.polling = asyncio.create_task(watch.poller.run(), name=f"poll {watch.build_id}")
+        watch.polling.add_done_callback(lambda task: self._polling_ended(watch, task))
+        watch.notify()
+
+    def _polling_ended(self, watch: Watch, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("poller of %s crashed", watch.build_id, exc_info=exc)
+        watch.notify()
+
+    @staticmethod
+    def _poller_ended(watch: Watch) -> bool:
+        """The poller stopped by itself: the build is gone upstream (or a bug)."""
+        return watch.polling is not None and watch.polling.done()
+
+    async def _stop_polling(self, watch: Watch, *, release: bool) -> None:
+        task, watch.polling, watch.poller = watch.polling, None, None
+        if task is None:
+            return
+        await stop([task])
+        if release:
+            try:
+                async with asyncio.timeout(self._settings.lease_ttl):
+                    await self._lease.release(watch.build_id)
+            except (BusUnavailable, TimeoutError):
+                log.info("could not release %s's lease: it expires by itself", watch.build_id)
+
+    def polls(self, build_id: str) -> bool:
+        """Whether this replica holds the build's lease and polls it now."""
+        watch = self._watches.get(build_id)
+        return watch is not None and watch.poller is not None
+
+    def local_viewers(self) -> dict[str, int]:
+        """This replica's viewers per watched build (0 while in its grace period)."""
+        return {build_id: watch.viewers for build_id, watch in self._watches.items()}
+
+    async def close(self) -> None:
+        """Stop every poller and release its lease, so other replicas take over at once."""
+        self._closing = True
+        watches = list(self._watches.values())
+        for watch in watches:
+            watch.notify()
+        await stop((watch.keeper for watch in watches), timeout=2 * self._settings.lease_ttl)

@@ -1,0 +1,43 @@
+"""Why the gateway ends a stream or a socket, and what the client should do then.
+
+The one catalogue of endings. SSE has no close code: its client learns the
+same from what happens (a closed connection it reopens with `Last-Event-ID`,
+or an `error` message that ends the stream). WebSocket clients read the code.
+
+| ending     | when                                      | WebSocket | client             |
+| ---------- | ----------------------------------------- | --------- | ------------------ |
+| SHUTDOWN   | the replica stops (SIGTERM, a drain)      | 1001      | reconnect at once  |
+| TOO_SLOW   | its queue filled, or a write stalled      | 1013      | reconnect, resume  |
+| BUS_LOST   | a gap that Redis cannot fill now          | 1013      | reconnect, resume  |
+| BUG        | an unexpected error inside the connection | 1011      | reconnect, resume  |
+| BUILD_GONE | the build does not exist upstream any more | `error`  | stop following it  |
+
+"Resume" is `Last-Event-ID` (SSE) or `since` (WebSocket): the missed deltas,
+or a snapshot where the history no longer reaches back. The EventSource's
+`retry:` (2 s) paces SSE reconnects; WebSocket clients back off themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """The RFC 6455 close codes the gateway sends."""
+
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    code: CloseCode
+    reason: str  # sent with the close frame: short, for logs on the client side
+
+
+SHUTDOWN = Ending(CloseCode.GOING_AWAY, "server shutdown")
+TOO_SLOW = Ending(CloseCode.TRY_AGAIN_LATER, "too slow: resume with since")
+BUS_LOST = Ending(CloseCode.TRY_AGAIN_LATER, "live updates lost: resume with since")
+BUG = Ending(CloseCode.INTERNAL_ERROR, "internal error")

@@ -1,1 +1,0 @@
-"""How messages leave the gateway: one module per wire protocol."""
