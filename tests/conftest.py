@@ -3,55 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, async_playwright
-from yarl import URL
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
-from tests.procs import Procs
-from tests.redis_servers import Managed, RedisCluster, RedisServer, RedisUnavailable
+from tests.helpers.gateways import StartGateway, Upstream
+from tests.helpers.procs import Procs
+from tests.helpers.redis_servers import Managed, RedisCluster, RedisServer, RedisUnavailable
 
 M = TypeVar("M", bound=Managed)
-
-StartGateway = Callable[..., Awaitable[TestServer]]
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-"""Figures and screenshots the tests write (not committed; the best go into docs/)."""
-
-CHROMIUM = "/usr/bin/chromium"
-# The flags a root, offline, headless Chromium needs here: no sandbox for root, and no
-# background calls to Google's hosts, which this machine's closed network refuses.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def raw_url(server: TestServer, path: str) -> URL:
-    """A URL whose path goes on the wire exactly as written (percent-escapes kept)."""
-    return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Debian's headless Chromium (never a downloaded one), driven by Playwright."""
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture
@@ -97,34 +64,6 @@ async def gateway(start_gateway: StartGateway) -> TestServer:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client:
         yield client
-
-
-class Upstream:
-    """The simulator's control API, as a test reads it over HTTP."""
-
-    def __init__(self, session: aiohttp.ClientSession, server: TestServer) -> None:
-        self._session = session
-        self._server = server
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self._session.request(
-            method, self._server.make_url(path), json=body
-        ) as response:
-            assert response.status < 300, await response.text()
-            return await response.json() if response.status != 204 else None
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/_sim/stats")
-        return result
-
-    async def reset(self) -> None:
-        await self._call("POST", "/_sim/stats/reset")
-
-    async def faults(self, **fault: Any) -> None:
-        await self._call("POST", "/_sim/faults", fault)
-
-    async def clear_faults(self) -> None:
-        await self._call("DELETE", "/_sim/faults")
 
 
 @pytest.fixture

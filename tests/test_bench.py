@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT
+from tests.helpers.procs import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

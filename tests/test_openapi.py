@@ -35,8 +35,8 @@ from gateway.errors import InvalidBuildId
 from gateway.protocol.resume import parse_cursor, parse_token
 from gateway.settings import Settings
 from gateway.simulator import Simulator
-from tests.conftest import raw_url
-from tests.sse import Event, Viewer, ended, events
+from tests.helpers.gateways import raw_url
+from tests.helpers.sse import Event, Viewer, ended, events
 
 DOCUMENT = yaml.safe_load(
     (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text()

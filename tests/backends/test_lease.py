@@ -1,0 +1,80 @@
+"""Leases and interest: one holder per build, renewed only by it, and who else watches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+
+from gateway.backends.redis.connection import RedisConnection, connect
+from gateway.backends.redis.lease import RedisLease
+from tests.helpers.redis_servers import RedisServer
+
+TTL = 0.3
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.integration)])
+async def connection(request: pytest.FixtureRequest) -> AsyncIterator[RedisConnection]:
+    if request.param == "fakeredis":
+        shared = RedisConnection(fakeredis.FakeAsyncRedis(), [])
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        shared = await connect(server.url)
+    yield shared
+    await shared.close()
+
+
+@pytest.fixture
+def replicas(connection: RedisConnection) -> tuple[RedisLease, RedisLease]:
+    return RedisLease(connection, "a", TTL), RedisLease(connection, "b", TTL)
+
+
+async def test_one_holder_at_a_time(replicas: tuple[RedisLease, RedisLease]) -> None:
+    a, b = replicas
+    assert await a.acquire("br-1")
+    assert not await b.acquire("br-1")
+    assert not await b.renew("br-1"), "only the holder renews"
+    assert await a.renew("br-1")
+    assert await b.acquire("br-2"), "leases are per build"
+
+
+async def test_release_hands_over_at_once(replicas: tuple[RedisLease, RedisLease]) -> None:
+    a, b = replicas
+    assert await a.acquire("br-1")
+    await b.release("br-1")
+    assert not await b.acquire("br-1"), "a non-holder's release changes nothing"
+    await a.release("br-1")
+    assert await b.acquire("br-1")
+
+
+async def test_a_dead_holders_lease_runs_out(replicas: tuple[RedisLease, RedisLease]) -> None:
+    a, b = replicas
+    assert await a.acquire("br-1")
+    await asyncio.sleep(TTL * 1.5)  # a does not renew: it died
+    assert await b.acquire("br-1")
+    assert not await a.renew("br-1"), "back from a pause, the old holder learns it lost"
+
+
+async def test_a_lapsed_lease_is_taken_back_by_its_holder(
+    replicas: tuple[RedisLease, RedisLease],
+) -> None:
+    a, _ = replicas
+    assert await a.acquire("br-1")
+    await asyncio.sleep(TTL * 1.5)  # Redis was unreachable; nobody took it meanwhile
+    assert await a.renew("br-1")
+
+
+async def test_interest_of_other_replicas(replicas: tuple[RedisLease, RedisLease]) -> None:
+    a, b = replicas
+    assert not await a.interest_elsewhere("br-1")
+    await a.show_interest("br-1")
+    assert not await a.interest_elsewhere("br-1"), "its own interest does not count"
+    await b.show_interest("br-1")
+    assert await a.interest_elsewhere("br-1")
+    await b.withdraw_interest("br-1")
+    assert not await a.interest_elsewhere("br-1")
+    await b.show_interest("br-1")
+    await asyncio.sleep(TTL * 1.5)  # b died without withdrawing
+    assert not await a.interest_elsewhere("br-1")

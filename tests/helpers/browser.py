@@ -1,0 +1,242 @@
+"""The one Chromium of a test session, and what page tests share.
+
+Debian's headless Chromium (never a downloaded one) starts once per session
+(`Chromium`); each test connects Playwright to it over the DevTools protocol
+and works in a fresh browser context of its own, so tests share no cookies,
+storage or connections, and none pays for a browser start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from playwright.async_api import Page
+
+from gateway.protocol.diff import apply
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# The flags a root, offline, headless Chromium needs here: no sandbox for root, and no
+# background calls to Google's hosts, which this machine's closed network refuses.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+
+
+async def set_visibility(page: Page, state: str) -> None:
+    """What the browser does when the tab goes to the background or comes back."""
+    await page.evaluate(
+        """(state) => {
+            const define = (name, value) =>
+                Object.defineProperty(document, name, {value, configurable: true});
+            define("visibilityState", state);
+            define("hidden", state === "hidden");
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        state,
+    )
+
+
+class FakeGateway:
+    """The page's routes with a stream the test controls: real HTTP, the real web/ files.
+
+    Every stream connection gets `retry:` and a snapshot of `view`, then whatever the
+    test sends. `connections` records each connection's resume id (query or header).
+    """
+
+    def __init__(self, view: dict[str, Any]) -> None:
+        self.view = view
+        self.build_id: str = view["buildId"]
+        self.connections: list[str | None] = []
+        self.rest_requests = 0
+        self._queues: list[asyncio.Queue[bytes | None]] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/builds/{build_id}", self._page),
+                web.get("/api/v1/builds/{build_id}", self._rest),
+                web.get("/api/v1/builds/{build_id}/stream", self._stream),
+                web.static("/static", WEB),
+            ]
+        )
+        return app
+
+    @staticmethod
+    def token(seq: int) -> str:
+        return f"fake.{seq}.t"
+
+    def frame(self, kind: str, payload: dict[str, Any], seq: int) -> bytes:
+        data = orjson.dumps({"type": kind, "buildId": self.build_id, **payload})
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.token(seq).encode(), kind.encode(), data)
+
+    def snapshot_frame(self) -> bytes:
+        seq = self.view["seq"]
+        return self.frame("snapshot", {"seq": seq, "view": self.view}, seq)
+
+    def delta(self, changes: dict[str, Any], seq: int | None = None) -> bytes:
+        """Apply `changes` to the view and return its frame (seq: the next, or as given)."""
+        seq = self.view["seq"] + 1 if seq is None else seq
+        self.view = apply(self.view, seq, changes)
+        return self.frame("delta", {"seq": seq, "changes": changes}, seq)
+
+    def error(self, code: str, message: str) -> bytes:
+        return self.frame("error", {"code": code, "message": message}, self.view["seq"])
+
+    def send(self, *frames: bytes) -> None:
+        for queue in self._queues:
+            for frame in frames:
+                queue.put_nowait(frame)
+
+    def end_streams(self) -> None:
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    async def _page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB / "build.html")
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        self.rest_requests += 1
+        return web.json_response(self.view, dumps=lambda v: orjson.dumps(v).decode())
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self.connections.append(
+            request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            await response.write(b"retry: 500\n\n" + self.snapshot_frame())
+            while (frame := await queue.get()) is not None:
+                await response.write(frame)
+        except ConnectionResetError:
+            pass
+        finally:
+            self._queues.remove(queue)
+        return response
+
+
+def small_view(build_id: str = "br-fake") -> dict[str, Any]:
+    refs = ["a/date=1", "b/date=1"]
+    return {
+        "buildId": build_id,
+        "seq": 5,
+        "status": "BuildRequestExecuting",
+        "createdAtMs": 1_795_766_400_000,
+        "updatedAtMs": 1_795_766_412_345,
+        "requestedPartitions": refs,
+        "partitions": {
+            ref: {
+                "status": "PartitionBuilding",
+                "updatedAtMs": 1_795_766_410_000,
+                "delegatedTo": None,
+            }
+            for ref in refs
+        },
+        "events": [
+            {
+                "eventId": "ev-1",
+                "timestampMs": 1_795_766_400_000,
+                "eventType": "BuildRequestEvent",
+                "message": "Build request received",
+            },
+        ],
+        "stale": False,
+    }
+
+
+_LISTENING = re.compile(r"DevTools listening on (ws://\S+)")
+
+
+class Chromium:
+    """Chromium started once, headless, its DevTools endpoint on loopback; stopped by its PID."""
+
+    def __init__(self) -> None:
+        if shutil.which(CHROMIUM) is None:
+            raise RuntimeError(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
+        self._profile = tempfile.TemporaryDirectory(prefix="buildcast-chromium-")
+        self.process = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                *FLAGS,
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self._profile.name}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.endpoint = self._endpoint(timeout=30)
+
+    def _endpoint(self, timeout: float) -> str:
+        """The DevTools URL Chromium prints once it listens; its stderr is drained after."""
+        assert self.process.stderr is not None
+        found: list[str] = []
+        ready = threading.Event()
+
+        def read(stream: Any) -> None:
+            for line in stream:
+                if not found and (match := _LISTENING.search(line)):
+                    found.append(match[1])
+                    ready.set()
+            ready.set()
+
+        self._reader = threading.Thread(target=read, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
+        if not ready.wait(timeout) or not found:
+            self.close()
+            raise RuntimeError("Chromium did not open its DevTools endpoint")
+        return found[0]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self._profile.cleanup()
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

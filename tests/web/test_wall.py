@@ -1,0 +1,290 @@
+"""The wall display (/wall) in real headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Locator, Page, expect
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.simulator import Simulator
+from tests.helpers.gateways import ARTIFACTS, StartGateway, Upstream
+
+pytestmark = pytest.mark.browser
+
+WAIT = 15_000  # ms: generous, the machine is small and other suites run beside this one
+
+
+async def new_page(browser: Browser, width: int = 1600, height: int = 900, **knobs: Any) -> Page:
+    """A page of its own context; each knob is set as `window.BUILDCAST_WALL_<KNOB>` first."""
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    settings = "".join(f"window.BUILDCAST_WALL_{k.upper()} = {v!r};" for k, v in knobs.items())
+    if settings:
+        await context.add_init_script(settings)
+    return await context.new_page()
+
+
+def wall_url(server: TestServer, builds: Sequence[str] = (), **query: str) -> str:
+    pairs = [("build", b) for b in builds] + list(query.items())
+    return str(server.make_url("/wall")) + ("?" + urlencode(pairs) if pairs else "")
+
+
+def tile(page: Page, build_id: str) -> Locator:
+    return page.locator(f'.tile[data-build-id="{build_id}"]')
+
+
+def record_requests(page: Page) -> list[str]:
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    return urls
+
+
+def streams(urls: list[str]) -> list[str]:
+    return [url for url in urls if "/api/v1/stream?" in url]
+
+
+def per_build_streams(urls: list[str]) -> list[str]:
+    return [url for url in urls if "/api/v1/builds/" in url]
+
+
+async def watch(session: aiohttp.ClientSession, gateway: TestServer, build_id: str) -> None:
+    """Makes the gateway watch a build (for its grace period), as a page opening it would."""
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}")) as response:
+        assert response.status == 200, await response.text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_named_builds_update_live_over_one_stream(
+    sim: Simulator, gateway: TestServer, browser: Browser
+) -> None:
+    failing_ref = "reviews/date=2026-11-27/region=eu"
+    plain = sim.create_build(4)
+    failing = sim.create_build(
+        [failing_ref, "podcasts/date=2026-11-27/region=eu", "charts/date=2026-11-27/region=eu"],
+        fail=[failing_ref],
+    )
+    quick = sim.create_build(2)
+    page = await new_page(browser)
+    requests = record_requests(page)
+    await page.goto(wall_url(gateway, [plain, failing, quick, "br-missing"]))
+
+    for build_id in (plain, failing, quick):
+        await expect(tile(page, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+        await expect(tile(page, build_id).locator(".tile-id")).to_have_text(build_id)
+    await expect(tile(page, "br-missing")).to_contain_text("not found", timeout=WAIT)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT)
+    await expect(page.locator("#conn")).to_contain_text("live")
+
+    sim.advance(plain, 2)
+    await expect(tile(page, plain)).to_contain_text("BuildRequestExecuting", timeout=WAIT)
+    await expect(tile(page, plain).locator(".tile-elapsed")).to_contain_text("running")
+    before = await tile(page, plain).locator(".tile-elapsed").inner_text()
+    await expect(tile(page, plain).locator(".tile-elapsed")).not_to_have_text(before, timeout=WAIT)
+
+    sim.finish(failing)
+    failed = tile(page, failing)
+    await expect(failed).to_contain_text("BuildRequestFailed", timeout=WAIT)
+    await expect(failed).to_have_class("tile tone-error")
+    await expect(failed.locator(".tile-failing")).to_contain_text(failing_ref)
+    await expect(failed.locator(".tile-counts")).to_have_text("2/3 available · 1 failed")
+    await expect(failed.locator(".tile-elapsed")).to_contain_text("took")
+
+    sim.finish(quick)
+    await expect(tile(page, quick)).to_contain_text("BuildRequestCompleted", timeout=WAIT)
+    await expect(tile(page, quick).locator(".tile-counts")).to_have_text("2/2 available")
+    bar = tile(page, quick).locator(".tile-bar")
+    await expect(bar).to_have_attribute("aria-valuenow", "2")
+
+    assert len(streams(requests)) == 1, f"one stream for every tile: {streams(requests)}"
+    assert not per_build_streams(requests), per_build_streams(requests)
+    await page.context.close()
+
+
+async def test_watched_mode_follows_the_gateway_and_makes_room(
+    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, browser: Browser
+) -> None:
+    gateway = await start_gateway(grace=30.0)  # a build stays watched 30 s after its last viewer
+    first, second = sim.create_build(3), sim.create_build(3)
+    for build_id in (first, second):
+        await watch(session, gateway, build_id)
+    page = await new_page(browser, watched_ms=500)
+    requests = record_requests(page)
+    await page.goto(wall_url(gateway, keep="3s"))
+
+    for build_id in (first, second):
+        await expect(tile(page, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+    await expect(page.locator(".tile")).to_have_count(2)
+    await expect(page.locator("#wall-title")).to_have_text("watched builds: 2")
+    assert len(streams(requests)) == 1, streams(requests)
+
+    # A build that starts being watched gets a tile; the others resume from the stream's
+    # cursor on the reopened stream, without a second snapshot.
+    third = sim.create_build(2)
+    await watch(session, gateway, third)
+    await expect(tile(page, third)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+    sim.advance(first, 2)
+    await expect(tile(page, first)).to_contain_text("BuildRequestExecuting", timeout=WAIT)
+    snapshots = await page.evaluate("window.BuildcastWall.stats.snapshots")
+    assert snapshots == {first: 1, second: 1, third: 1}, snapshots
+    opened = streams(requests)
+    assert len(opened) == 2 and "lastEventId=" in opened[1], opened
+
+    # An ended build stays `keep` (3 s here), then makes room, and is not brought back while
+    # the gateway still lists it.
+    sim.finish(second)
+    await expect(tile(page, second)).to_contain_text("BuildRequestCompleted", timeout=WAIT)
+    await expect(tile(page, second)).to_have_count(0, timeout=WAIT)
+    await expect(page.locator(".tile")).to_have_count(2)
+    async with session.get(gateway.make_url("/api/v1/watched")) as response:
+        listed = [b["buildId"] for b in (await response.json())["builds"]]
+    assert second in listed, "still watched: the wall chose to drop it"
+    await asyncio.sleep(1.5)  # three refreshes of the watched list
+    await expect(tile(page, second)).to_have_count(0)
+    assert not per_build_streams(requests), per_build_streams(requests)
+    await page.context.close()
+
+
+async def test_the_wall_recovers_when_the_gateway_restarts(
+    sim: Simulator, settings: Settings, browser: Browser
+) -> None:
+    port = free_port()
+    server = TestServer(create_app(settings), port=port)
+    await server.start_server()
+    running, finishing = sim.create_build(3), sim.create_build(2)
+    page = await new_page(browser, max_backoff_ms=2000)
+    conn = page.locator("#conn")
+    try:
+        await page.goto(wall_url(server, [running, finishing]))
+        await expect(tile(page, running)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+        await expect(conn).to_have_attribute("data-state", "live", timeout=WAIT)
+
+        await server.close()
+        await expect(conn).to_have_attribute("data-state", "down", timeout=WAIT)
+        await expect(conn).to_contain_text("disconnected")
+        await expect(conn).to_contain_text("last message")
+        await expect(page.locator("body")).to_have_class("wall stale")
+        sim.advance(running, 2)  # what happens while the gateway is away shows once it is back
+        sim.finish(finishing)
+
+        server = TestServer(create_app(settings), port=port)
+        await server.start_server()
+        await expect(conn).to_have_attribute("data-state", "live", timeout=WAIT)
+        await expect(tile(page, running)).to_contain_text("BuildRequestExecuting", timeout=WAIT)
+        await expect(tile(page, finishing)).to_contain_text("BuildRequestCompleted", timeout=WAIT)
+        await expect(page.locator("body")).to_have_class("wall")
+    finally:
+        await page.context.close()
+        await server.close()
+
+
+async def test_a_tile_says_when_its_build_cannot_be_read_upstream(
+    sim: Simulator, gateway: TestServer, control: Upstream, browser: Browser
+) -> None:
+    build_id = sim.create_build(2)
+    page = await new_page(browser)
+    await page.goto(wall_url(gateway, [build_id]))
+    flag = tile(page, build_id).locator(".tile-flag")
+    await expect(tile(page, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+    await expect(flag).to_be_hidden()
+
+    await control.faults(status=503)  # the gateway keeps the last good view, marked stale
+    await expect(flag).to_have_text("stale", timeout=WAIT)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await control.clear_faults()
+    sim.advance(build_id, 2)
+    await expect(flag).to_be_hidden(timeout=WAIT)
+    await expect(tile(page, build_id)).to_contain_text("BuildRequestExecuting", timeout=WAIT)
+    await page.context.close()
+
+
+def _refs(number: int, count: int) -> list[str]:
+    datasets = ["reviews", "podcasts", "episodes", "ratings", "listens", "charts"]
+    return [f"{datasets[i % 6]}/date=2026-11-{number + 1:02d}/region=eu-{i}" for i in range(count)]
+
+
+async def _fits(page: Page) -> None:
+    scroll = await page.evaluate("[document.scrollingElement.scrollHeight, innerHeight]")
+    assert scroll[0] <= scroll[1], f"the page scrolls: {scroll}"
+    overflowing = await page.evaluate(
+        """() => [...document.querySelectorAll('.tile')].filter((t) => {
+             const r = t.getBoundingClientRect();
+             return t.scrollHeight > t.clientHeight + 1 || t.scrollWidth > t.clientWidth + 1
+               || r.bottom > innerHeight || r.right > innerWidth;
+           }).map((t) => t.dataset.buildId)"""
+    )
+    assert overflowing == [], f"tiles whose content does not fit: {overflowing}"
+
+
+async def test_24_builds_fit_one_screen_in_full_hd_and_4k(
+    sim: Simulator, gateway: TestServer, browser: Browser
+) -> None:
+    builds = []
+    for number in range(24):
+        refs = _refs(number, 3 + number % 7)
+        build_id = sim.create_build(refs, fail=refs[:2] if number % 5 == 3 else ())
+        if number % 3 == 0:
+            sim.finish(build_id)
+        else:
+            sim.advance(build_id, number % 9)
+        builds.append(build_id)
+    page = await new_page(browser, width=1920, height=1080)
+    await page.goto(wall_url(gateway, builds))
+    await expect(page.locator('.tile[data-phase="live"]')).to_have_count(24, timeout=WAIT)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT)
+    await _fits(page)
+    shape = await page.evaluate(
+        "['--cols', '--rows'].map((v) => Number(getComputedStyle(grid).getPropertyValue(v)))"
+    )
+    assert shape[0] * shape[1] >= 24 and shape[0] > shape[1], f"columns and rows: {shape}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "wall.png"))  # the one in docs/images, refreshed
+
+    await page.set_viewport_size({"width": 3840, "height": 2160})
+    await page.wait_for_function(
+        "parseFloat(getComputedStyle(grid).getPropertyValue('--tile-fs')) > 30"
+    )
+    await _fits(page)
+    font = (
+        await tile(page, builds[0])
+        .locator(".status-word")
+        .evaluate("(n) => parseFloat(getComputedStyle(n).fontSize)")
+    )
+    assert font >= 60, f"the status is readable across a room in 4K: {font}px"
+    await page.context.close()
+
+
+async def test_hostile_text_and_bad_ids_show_as_text(
+    sim: Simulator, gateway: TestServer, browser: Browser
+) -> None:
+    hostile_id = "<b>br-evil<i>"  # a valid build id (no '/' nor space) that is also HTML
+    hostile_ref = '<img src=x onerror="window.__pwned=1">'
+    build_id = sim.create_build([hostile_ref, "ok/date=1"], build_id=hostile_id, fail=[hostile_ref])
+    sim.finish(build_id)
+    page = await new_page(browser)
+    requests = record_requests(page)
+    await page.goto(wall_url(gateway, [hostile_id, "not valid"]))
+
+    hostile = page.locator(".tile").filter(has=page.locator(".tile-id", has_text=hostile_id))
+    await expect(hostile).to_contain_text("BuildRequestFailed", timeout=WAIT)
+    await expect(hostile.locator(".tile-id")).to_have_text(hostile_id)
+    await expect(hostile.locator(".tile-failing")).to_contain_text(hostile_ref)
+    invalid = page.locator(".tile").filter(has=page.locator(".tile-id", has_text="not valid"))
+    await expect(invalid).to_contain_text("not a valid build id")
+    assert await page.locator("#grid img, #grid b, #grid i").count() == 0, "text became HTML"
+    assert await page.evaluate("window.__pwned") is None
+    assert len(streams(requests)) == 1 and "not+valid" not in streams(requests)[0]
+    await page.context.close()
