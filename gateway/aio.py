@@ -1,4 +1,8 @@
-"""Stopping tasks reliably when a library swallows their cancellation.
+"""The event loop's clock, and stopping tasks reliably when a library swallows their cancellation.
+
+Timing (cadences, grace periods, leases in memory) reads `now()`, the clock
+asyncio's sleeps and timeouts measure: one clock for all of it, which tests
+can fake (tests/helpers/clock.py).
 
 redis-py can lose a CancelledError that arrives while it reconnects. A loop that
 only relies on the exception then runs on after `cancel()`, and a shutdown that
@@ -13,6 +17,11 @@ import logging
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
+
+
+def now() -> float:
+    """The running loop's monotonic time, in seconds."""
+    return asyncio.get_running_loop().time()
 
 
 def stopping() -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers.procs import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.bench, pytest.mark.integration, pytest.mark.timeout(420)]
 
 
 @pytest.mark.parametrize(

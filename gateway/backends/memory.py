@@ -17,12 +17,12 @@ and interest are forgotten when they expire.
 
 from __future__ import annotations
 
-import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
+from gateway.aio import now
 from gateway.backends.base import Deliver, Viewers
 from gateway.protocol import messages
 from gateway.protocol.messages import Kind, Message
@@ -125,7 +125,7 @@ Clock = Callable[[], float]
 class Shared:
     """What replicas in one process share: leases, interest and reported viewers."""
 
-    clock: Clock = time.monotonic
+    clock: Clock = now
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # build -> holder, expiry
     interest: dict[str, dict[str, float]] = field(default_factory=dict)  # build -> replica: expiry
     viewers: dict[str, Callable[[], Viewers]] = field(default_factory=dict)  # replica -> report

@@ -18,11 +18,10 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Iterable
 
-from gateway.aio import stopping
+from gateway.aio import now, stopping
 from gateway.backends.base import Bus
 from gateway.errors import (
     BuildcastError,
@@ -74,7 +73,7 @@ class Poller:
         self._partition_etags: dict[str, str] = {}
         self._refresh_queue: deque[str] = deque()
         self._refresh_credit = 0.0
-        self._last_poll = time.monotonic()
+        self._last_poll = now()
         self._outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def wait_ready(self) -> None:
@@ -94,7 +93,7 @@ class Poller:
         failures = 0
         resumed = False
         while not stopping():
-            started = time.monotonic()
+            started = now()
             try:
                 if not resumed:
                     await self._resume()
@@ -122,7 +121,7 @@ class Poller:
                 continue
             # Polls start every interval (the poll's own time is part of it), so a change
             # waits at most one interval for its poll, however long reading the build took.
-            spent = time.monotonic() - started if not failures else 0.0
+            spent = now() - started if not failures else 0.0
             await asyncio.sleep(max(0.0, self._delay(failures) - spent))
 
     async def _resume(self) -> None:
@@ -186,7 +185,7 @@ class Poller:
             await self._publish(self._view(build))
         await self._refresh_partitions(refs)
         if first_look:  # every status was just read: the background refresh starts from now
-            self._last_poll = time.monotonic()
+            self._last_poll = now()
         await self._publish(self._view(build))
 
     def _view(self, build: BuildStatusResponse) -> View:
@@ -215,8 +214,8 @@ class Poller:
 
     def _due_for_refresh(self, requested: list[str]) -> list[str]:
         """Refs whose background refresh is due: each unfinished one about once per period."""
-        now = time.monotonic()
-        elapsed, self._last_poll = now - self._last_poll, now
+        at = now()
+        elapsed, self._last_poll = at - self._last_poll, at
         unfinished = [
             ref
             for ref in requested

@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
-from gateway.aio import stop, stopping
+from gateway.aio import now, stop, stopping
 from gateway.backends.base import Bus, Lease
 from gateway.errors import BusUnavailable, UpstreamNotFound, UpstreamUnavailable
 from gateway.ingest.poller import Poller
@@ -111,7 +110,7 @@ class Watches:
     async def _acquire(self, build_id: str) -> Watch:
         missing = self._missing.get(build_id)
         if missing is not None:
-            if missing[0] > time.monotonic():
+            if missing[0] > now():
                 # A fresh exception each time: re-raising one would grow its traceback.
                 raise UpstreamNotFound(missing[1])
             del self._missing[build_id]
@@ -132,7 +131,7 @@ class Watches:
 
     async def _first_view(self, watch: Watch) -> None:
         """Return once the build has a view here or on the bus; raise why it has none."""
-        deadline = time.monotonic() + self._settings.first_view_timeout
+        deadline = now() + self._settings.first_view_timeout
         while True:
             if watch.poller is not None:
                 await watch.poller.wait_ready()
@@ -141,18 +140,18 @@ class Watches:
                 return
             if self._watches.get(watch.build_id) is not watch:
                 raise _Ended
-            remaining = deadline - time.monotonic()
+            remaining = deadline - now()
             if remaining <= 0:
                 raise UpstreamUnavailable(f"no view of {watch.build_id} yet")
             await watch.news(remaining)
 
     def _remember_missing(self, build_id: str, message: str) -> None:
-        now = time.monotonic()
+        at = now()
         if len(self._missing) >= MAX_MISSING:  # a storm of distinct ids must not grow memory
-            self._missing = {k: v for k, v in self._missing.items() if v[0] > now}
+            self._missing = {k: v for k, v in self._missing.items() if v[0] > at}
             while len(self._missing) >= MAX_MISSING:
                 del self._missing[next(iter(self._missing))]
-        self._missing[build_id] = (now + self._settings.not_found_ttl, message)
+        self._missing[build_id] = (at + self._settings.not_found_ttl, message)
 
     def _start(self, build_id: str) -> Watch:
         watch = Watch(build_id)
@@ -163,7 +162,7 @@ class Watches:
     def _release(self, watch: Watch) -> None:
         watch.viewers -= 1
         if watch.viewers == 0:
-            watch.idle_since = time.monotonic()
+            watch.idle_since = now()
             watch.notify()
 
     async def _keep(self, watch: Watch) -> None:
@@ -204,7 +203,7 @@ class Watches:
 
     async def _still_wanted(self, watch: Watch) -> bool:
         """Whether a viewer here, the grace period, or another replica's viewers want it."""
-        if watch.idle_since is None or time.monotonic() - watch.idle_since < self._settings.grace:
+        if watch.idle_since is None or now() - watch.idle_since < self._settings.grace:
             await self._lease.show_interest(watch.build_id)
             return True
         await self._lease.withdraw_interest(watch.build_id)
@@ -214,7 +213,7 @@ class Watches:
         if watch.poller is None and not watch.stored:
             return FIRST_LOOK
         if watch.idle_since is not None:
-            left = self._settings.grace - (time.monotonic() - watch.idle_since)
+            left = self._settings.grace - (now() - watch.idle_since)
             if left > 0:
                 return min(self._tick, left)
         return self._tick

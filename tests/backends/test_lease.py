@@ -1,4 +1,9 @@
-"""Leases and interest: one holder per build, renewed only by it, and who else watches."""
+"""The Lease contract (`gateway.backends.base.Lease`), on every backend that has one.
+
+In memory (two replicas sharing one `Shared`, as tests run them), on fakeredis
+and on a real redis-server: one holder per build, renewed only by it, taken
+over when it dies, and who else watches.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
+from gateway.backends.base import Lease
+from gateway.backends.memory import MemoryLease, Shared
 from gateway.backends.redis.connection import RedisConnection, connect
 from gateway.backends.redis.lease import RedisLease
 from tests.helpers.redis_servers import RedisServer
@@ -15,32 +22,35 @@ from tests.helpers.redis_servers import RedisServer
 TTL = 0.3
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.integration)])
-async def connection(request: pytest.FixtureRequest) -> AsyncIterator[RedisConnection]:
+@pytest.fixture(
+    params=["memory", "fakeredis", pytest.param("redis-server", marks=pytest.mark.integration)]
+)
+async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Lease, Lease]]:
+    """Two replicas' leases on one backend."""
+    if request.param == "memory":
+        shared = Shared()
+        yield MemoryLease("a", TTL, shared), MemoryLease("b", TTL, shared)
+        return
     if request.param == "fakeredis":
-        shared = RedisConnection(fakeredis.FakeAsyncRedis(), [])
+        connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
-        shared = await connect(server.url)
-    yield shared
-    await shared.close()
+        connection = await connect(server.url)
+    yield RedisLease(connection, "a", TTL), RedisLease(connection, "b", TTL)
+    await connection.close()
 
 
-@pytest.fixture
-def replicas(connection: RedisConnection) -> tuple[RedisLease, RedisLease]:
-    return RedisLease(connection, "a", TTL), RedisLease(connection, "b", TTL)
-
-
-async def test_one_holder_at_a_time(replicas: tuple[RedisLease, RedisLease]) -> None:
+async def test_one_holder_at_a_time(replicas: tuple[Lease, Lease]) -> None:
     a, b = replicas
     assert await a.acquire("br-1")
     assert not await b.acquire("br-1")
     assert not await b.renew("br-1"), "only the holder renews"
     assert await a.renew("br-1")
     assert await b.acquire("br-2"), "leases are per build"
+    assert await a.acquire("br-1"), "its holder gets it again (a second watch of the build)"
 
 
-async def test_release_hands_over_at_once(replicas: tuple[RedisLease, RedisLease]) -> None:
+async def test_release_hands_over_at_once(replicas: tuple[Lease, Lease]) -> None:
     a, b = replicas
     assert await a.acquire("br-1")
     await b.release("br-1")
@@ -49,7 +59,7 @@ async def test_release_hands_over_at_once(replicas: tuple[RedisLease, RedisLease
     assert await b.acquire("br-1")
 
 
-async def test_a_dead_holders_lease_runs_out(replicas: tuple[RedisLease, RedisLease]) -> None:
+async def test_a_dead_holders_lease_runs_out(replicas: tuple[Lease, Lease]) -> None:
     a, b = replicas
     assert await a.acquire("br-1")
     await asyncio.sleep(TTL * 1.5)  # a does not renew: it died
@@ -58,7 +68,7 @@ async def test_a_dead_holders_lease_runs_out(replicas: tuple[RedisLease, RedisLe
 
 
 async def test_a_lapsed_lease_is_taken_back_by_its_holder(
-    replicas: tuple[RedisLease, RedisLease],
+    replicas: tuple[Lease, Lease],
 ) -> None:
     a, _ = replicas
     assert await a.acquire("br-1")
@@ -66,7 +76,7 @@ async def test_a_lapsed_lease_is_taken_back_by_its_holder(
     assert await a.renew("br-1")
 
 
-async def test_interest_of_other_replicas(replicas: tuple[RedisLease, RedisLease]) -> None:
+async def test_interest_of_other_replicas(replicas: tuple[Lease, Lease]) -> None:
     a, b = replicas
     assert not await a.interest_elsewhere("br-1")
     await a.show_interest("br-1")

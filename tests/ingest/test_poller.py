@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any
@@ -30,36 +29,6 @@ from tests.helpers.sse import Viewer
 
 async def build_requests(control: Upstream, build_id: str) -> int:
     return int((await control.stats())["builds"].get(build_id, 0))
-
-
-async def test_polling_stops_after_the_grace_period(
-    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
-) -> None:
-    gateway = await start_gateway(grace=0.6)
-    build_id = sim.create_build(2)
-    await Viewer(session, stream_url(gateway, build_id)).follow(lambda view: True)
-    left = await build_requests(control, build_id)
-    await asyncio.sleep(0.4)
-    assert await build_requests(control, build_id) > left, "still polled within the grace period"
-    await asyncio.sleep(0.6)
-    stopped = await build_requests(control, build_id)
-    await asyncio.sleep(0.5)
-    assert await build_requests(control, build_id) == stopped, "no poll once the grace ended"
-    async with session.get(gateway.make_url("/api/v1/watched")) as response:
-        assert (await response.json())["builds"] == []
-
-
-async def test_a_slow_upstream_never_gets_overlapping_polls(
-    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
-) -> None:
-    build_id = sim.create_build(3)
-    await control.faults(delay=0.35)  # 3.5 times the poll interval
-    viewers = [Viewer(session, stream_url(gateway, build_id)) for _ in range(10)]
-    await asyncio.gather(*(v.follow(lambda view: True) for v in viewers))
-    await asyncio.sleep(1.5)
-    stats = await control.stats()
-    assert stats["max_concurrent"][build_id] == 1
-    assert 2 <= stats["builds"][build_id] <= 7, "paced by the slow answers, not piled up"
 
 
 @pytest.mark.parametrize(
@@ -130,21 +99,6 @@ async def test_a_large_build_is_shown_before_its_partitions_are_read(
     assert viewer.messages[-1].event == "delta" and not viewer.gaps
 
 
-async def test_partitions_are_read_when_events_mention_them_not_every_poll(
-    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, control: Upstream
-) -> None:
-    build_id = sim.create_build(200)
-    await control.reset()
-    viewer = Viewer(session, stream_url(gateway, build_id))
-    await viewer.follow(known)
-    first = await control.stats()
-    assert first["endpoints"]["partition_status"] == 200, "all of them for the first view"
-    await asyncio.sleep(1.0)  # about ten polls with no change upstream
-    quiet = await control.stats()
-    assert quiet["endpoints"]["build"] >= first["endpoints"]["build"] + 5
-    assert quiet["endpoints"]["partition_status"] - 200 < 20, "only the slow background refresh"
-
-
 async def test_a_client_that_leaves_during_the_first_look_releases_the_build(
     sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
 ) -> None:
@@ -158,19 +112,6 @@ async def test_a_client_that_leaves_during_the_first_look_releases_the_build(
     settled = await build_requests(control, build_id)
     await asyncio.sleep(0.5)
     assert await build_requests(control, build_id) == settled, "nobody watches: no more polls"
-
-
-async def test_an_ended_build_is_polled_at_the_idle_pace(
-    sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession, control: Upstream
-) -> None:
-    gateway = await start_gateway(poll_active=0.1, poll_idle=0.5, grace=10.0)
-    build_id = sim.create_build(2)
-    sim.finish(build_id)
-    await Viewer(session, stream_url(gateway, build_id)).follow(lambda view: True)
-    before = await build_requests(control, build_id)
-    await asyncio.sleep(1.6)
-    polls = await build_requests(control, build_id) - before
-    assert 2 <= polls <= 5, f"{polls} polls in 1.6 s: the 0.1 s pace would make about 16"
 
 
 def long_build(events: int, rewritten: int | None = None) -> dict[str, Any]:
@@ -278,22 +219,3 @@ async def test_new_events_go_out_before_the_partitions_they_name_are_read() -> N
             assert event["eventId"] == "ev-3"
         finally:
             release.set()
-
-
-async def test_polls_start_every_interval_however_long_a_poll_takes() -> None:
-    """`--poll-active` is the time from one poll's start to the next: a slow upstream
-    does not make a change wait its answer time on top of the interval."""
-    starts: list[float] = []
-
-    async def upstream(request: httpx.Request) -> httpx.Response:
-        if request.url.path.startswith("/api/v1/partitions/"):
-            return httpx.Response(404)
-        starts.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(0.3)  # the upstream answers slowly
-        return httpx.Response(200, json=long_build(3))
-
-    async with polling(upstream, poll_active=0.4):
-        await asyncio.sleep(2.1)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    # From the second poll on: the first look also reads the partitions.
-    assert gaps[1:] and all(gap < 0.55 for gap in gaps[1:]), gaps
