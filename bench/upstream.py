@@ -18,7 +18,7 @@ process of raw SSE viewers (bench/_upstream_viewers.py); a step is counted once
 each viewer has its snapshot and the build is polled at its usual pace again.
 Replicas restart for each partition count, so no poller outlives its build.
 
-The seed (/work/shared/seeds/000_ae4c70d88fb3945c.txt): each open tab runs
+The dashboard it replaces (docs/upstream.md, "The load it can take"): each open tab runs
 `loadBuild` every 2 s on a timer, whether or not the last one finished: GET the
 build, then GET each requested partition's status, one after the other. It is
 emulated for real for a few tabs, before any gateway runs; more tabs are computed

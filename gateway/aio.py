@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +41,16 @@ async def stop(tasks: Iterable[asyncio.Task[None] | None], timeout: float = 3.0)
     _, stuck = await asyncio.wait(running, timeout=timeout)
     for task in stuck:
         log.warning("task %s did not stop within %.1f s", task.get_name(), timeout)
+
+
+class Closing:
+    """`async with` for an object that closes with `aclose()`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -28,13 +28,13 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from gateway.aio import Closing
 from gateway.client.errors import (
     ClientError,
     InvalidBuildId,
@@ -57,7 +57,7 @@ _RETRYABLE_4XX = frozenset({408, 425})
 a 429 without it is a limit the request itself breaks (more builds than a stream holds)."""
 
 
-class Client:
+class Client(Closing):
     """One gateway. Use as `async with`; closing it ends every follow it started."""
 
     def __init__(
@@ -83,17 +83,6 @@ class Client:
         self._retry = retry
         self._max_backoff = max_backoff
         self._follows: list[Follow] = []
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         follows, self._follows = self._follows, []
@@ -199,7 +188,7 @@ class Client:
                 await asyncio.sleep(backoff(1, state.retry, self._max_backoff))
 
 
-class Follow:
+class Follow(Closing):
     """The updates of one `Client.follow()`: an async iterator; `aclose()` ends it and its
     connection (so does leaving `async with`, or closing the client)."""
 
@@ -222,17 +211,6 @@ class Follow:
         with contextlib.suppress(ValueError):
             self._owner.remove(self)
         await self._updates.aclose()
-
-    async def __aenter__(self) -> Follow:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 # --- one follow's state: what it follows, where it is, what each build looks like

@@ -7,14 +7,14 @@ The endpoints, and what the gateway relies on of them, are in `docs/upstream.md`
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
 from gateway import __version__
+from gateway.aio import Closing
 from gateway.errors import (
     UpstreamBadRequest,
     UpstreamInvalid,
@@ -60,7 +60,7 @@ def _describe(exc: ValidationError) -> str:
     return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
 
 
-class UpstreamClient:
+class UpstreamClient(Closing):
     """One per process: a keep-alive pool shared by every poller."""
 
     def __init__(
@@ -83,17 +83,6 @@ class UpstreamClient:
             headers={"User-Agent": f"buildcast/{__version__}", "Accept": "application/json"},
             transport=transport,
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()

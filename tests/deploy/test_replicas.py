@@ -1,6 +1,6 @@
 """Several gateway replicas on one Redis, end to end: real processes, real sockets.
 
-The guarantees of PROTOCOL.md that only show with more than one replica: one poller
+The protocol's guarantees that only show with more than one replica: one poller
 per build for the whole deployment, and nothing lost (every delta in order, or a
 fresh snapshot) across a replica's death or a Redis restart. The simulator ticks
 every build every 0.3 s, so builds move on their own while the tests watch.

@@ -15,14 +15,15 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 from playwright.async_api import Page
 
+from gateway.protocol.codec import error_body
 from gateway.protocol.diff import apply
+from gateway.protocol.resume import build_tag
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -58,51 +59,69 @@ async def set_visibility(page: Page, state: str) -> None:
 
 
 class FakeGateway:
-    """The page's routes with a stream the test controls: real HTTP, the real web/ files.
+    """The pages' routes with streams the test controls: real HTTP, the real web/ files.
 
-    Every stream connection gets `retry:` and a snapshot of `view`, then whatever the
-    test sends. `connections` records each connection's resume id (query or header).
+    It holds a view per build (the first one's is `view`). A stream of one build
+    (`/api/v1/builds/{id}/stream`) or of several (`/api/v1/stream?build=A&build=B`) gets
+    `retry:`, a snapshot of each build its resume id does not name at its current seq,
+    then whatever the test sends. Each message's id is a cursor, as the gateway's: the
+    `EPOCH.SEQ.TAG` token of every build, `~`-joined. `connections` records each stream
+    request's resume id (query or header); after `refuse()`, stream requests get the
+    gateway's error body instead, until `accept()`.
     """
 
-    def __init__(self, view: dict[str, Any]) -> None:
-        self.view = view
+    def __init__(self, view: dict[str, Any], *others: dict[str, Any]) -> None:
+        self.views = {v["buildId"]: v for v in (view, *others)}
         self.build_id: str = view["buildId"]
         self.connections: list[str | None] = []
         self.rest_requests = 0
+        self.refusal: tuple[int, str, str] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
+
+    @property
+    def view(self) -> dict[str, Any]:
+        return self.views[self.build_id]
 
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes(
             [
                 web.get("/builds/{build_id}", self._page),
+                web.get("/blank", self._blank),
                 web.get("/api/v1/builds/{build_id}", self._rest),
                 web.get("/api/v1/builds/{build_id}/stream", self._stream),
+                web.get("/api/v1/stream", self._stream),
                 web.static("/static", WEB),
             ]
         )
         return app
 
-    @staticmethod
-    def token(seq: int) -> str:
-        return f"fake.{seq}.t"
+    def token(self, build_id: str) -> str:
+        return f"fake.{self.views[build_id]['seq']}.{build_tag(build_id)}"
 
-    def frame(self, kind: str, payload: dict[str, Any], seq: int) -> bytes:
-        data = orjson.dumps({"type": kind, "buildId": self.build_id, **payload})
-        return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.token(seq).encode(), kind.encode(), data)
+    def cursor(self) -> str:
+        return "~".join(self.token(build_id) for build_id in self.views)
 
-    def snapshot_frame(self) -> bytes:
-        seq = self.view["seq"]
-        return self.frame("snapshot", {"seq": seq, "view": self.view}, seq)
+    def frame(self, kind: str, payload: dict[str, Any], build_id: str) -> bytes:
+        data = orjson.dumps({"type": kind, "buildId": build_id, **payload})
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.cursor().encode(), kind.encode(), data)
 
-    def delta(self, changes: dict[str, Any], seq: int | None = None) -> bytes:
-        """Apply `changes` to the view and return its frame (seq: the next, or as given)."""
-        seq = self.view["seq"] + 1 if seq is None else seq
-        self.view = apply(self.view, seq, changes)
-        return self.frame("delta", {"seq": seq, "changes": changes}, seq)
+    def snapshot_frame(self, build_id: str | None = None) -> bytes:
+        view = self.views[build_id or self.build_id]
+        return self.frame("snapshot", {"seq": view["seq"], "view": view}, view["buildId"])
 
-    def error(self, code: str, message: str) -> bytes:
-        return self.frame("error", {"code": code, "message": message}, self.view["seq"])
+    def delta(
+        self, changes: dict[str, Any], seq: int | None = None, build_id: str | None = None
+    ) -> bytes:
+        """Apply `changes` to a build's view and return its frame (seq: the next, or as given)."""
+        build_id = build_id or self.build_id
+        view = self.views[build_id]
+        seq = view["seq"] + 1 if seq is None else seq
+        self.views[build_id] = apply(view, seq, changes)
+        return self.frame("delta", {"seq": seq, "changes": changes}, build_id)
+
+    def error(self, code: str, message: str, build_id: str | None = None) -> bytes:
+        return self.frame("error", {"code": code, "message": message}, build_id or self.build_id)
 
     def send(self, *frames: bytes) -> None:
         for queue in self._queues:
@@ -113,17 +132,36 @@ class FakeGateway:
         for queue in self._queues:
             queue.put_nowait(None)
 
+    def refuse(self, status: int, code: str, message: str) -> None:
+        self.refusal = (status, code, message)
+
+    def accept(self) -> None:
+        self.refusal = None
+
     async def _page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB / "build.html")
+
+    async def _blank(self, request: web.Request) -> web.Response:
+        """A page with the shared scripts and nothing else: for tests of those scripts."""
+        scripts = "".join(
+            f'<script src="/static/{name}"></script>' for name in ("protocol.js", "stream.js")
+        )
+        return web.Response(text=f"<!doctype html>{scripts}", content_type="text/html")
 
     async def _rest(self, request: web.Request) -> web.Response:
         self.rest_requests += 1
         return web.json_response(self.view, dumps=lambda v: orjson.dumps(v).decode())
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        self.connections.append(
-            request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-        )
+        resume = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        self.connections.append(resume)
+        if self.refusal is not None:
+            status, code, message = self.refusal
+            return web.Response(
+                status=status, body=error_body(code, message), content_type="application/json"
+            )
+        build_ids = request.query.getall("build", []) or [request.match_info["build_id"]]
+        held = set((resume or "").split("~"))
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -131,7 +169,8 @@ class FakeGateway:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._queues.append(queue)
         try:
-            await response.write(b"retry: 500\n\n" + self.snapshot_frame())
+            catch_up = [self.snapshot_frame(b) for b in build_ids if self.token(b) not in held]
+            await response.write(b"retry: 500\n\n" + b"".join(catch_up))
             while (frame := await queue.get()) is not None:
                 await response.write(frame)
         except ConnectionResetError:
@@ -229,14 +268,3 @@ class Chromium:
         if self.process.stderr is not None:
             self.process.stderr.close()
         self._profile.cleanup()
-
-    def __enter__(self) -> Chromium:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -374,7 +374,7 @@ class LiveViewer:
 
 
 def _position(token: str | None) -> tuple[str | None, int | None]:
-    """EPOCH and SEQ of an `EPOCH.SEQ.TAG` id (PROTOCOL.md calls it opaque; its format is
+    """EPOCH and SEQ of an `EPOCH.SEQ.TAG` id (the protocol calls it opaque; its format is
     gateway/resume.py's, and these tests check positions across replicas with it)."""
     parts = (token or "").split(".")
     if len(parts) != 3 or not parts[1].isdigit():

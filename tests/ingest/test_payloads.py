@@ -32,7 +32,7 @@ from gateway.protocol.view import (
     PartitionStatus,
 )
 
-# UPSTREAM.md's BuildStatusResponse, with every field the models know.
+# The upstream's BuildStatusResponse (docs/upstream.md), with every field the models know.
 BUILD: dict[str, Any] = {
     "build_request_id": "br-7f3a",
     "status": "BuildRequestExecuting",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -14,7 +15,7 @@ from tests.helpers.browser import Chromium, FakeGateway
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Chromium]:
-    with Chromium() as started:
+    with contextlib.closing(Chromium()) as started:
         yield started
 
 
@@ -41,13 +42,20 @@ async def page(context: BrowserContext) -> Page:
     return await context.new_page()
 
 
-StartFake = Callable[[dict[str, Any]], Awaitable[tuple[FakeGateway, TestServer]]]
+class StartFake(Protocol):
+    """Serves a `FakeGateway` of these builds' views."""
+
+    async def __call__(
+        self, view: dict[str, Any], *others: dict[str, Any]
+    ) -> tuple[FakeGateway, TestServer]: ...
 
 
 @pytest.fixture
 def start_fake(aiohttp_server: Any) -> StartFake:
-    async def start(view: dict[str, Any]) -> tuple[FakeGateway, TestServer]:
-        fake = FakeGateway(view)
+    async def start(
+        view: dict[str, Any], *others: dict[str, Any]
+    ) -> tuple[FakeGateway, TestServer]:
+        fake = FakeGateway(view, *others)
         server: TestServer = await aiohttp_server(fake.app())
         return fake, server
 
