@@ -1,18 +1,18 @@
 "use strict";
-// The live build page (PROTOCOL.md): one EventSource per tab, a snapshot then deltas applied
-// in place; the DOM is updated once per animation frame, touching only what changed.
+// The live build page (PROTOCOL.md): one stream per tab (stream.js), a snapshot then deltas
+// applied in place; the DOM is updated once per animation frame, touching only what changed.
 //
-// Data path: message -> apply*() mutates `view` and marks what is dirty -> flush() (one per
+// Data path: message -> on*() mutates `view` and marks what is dirty -> flush() (one per
 // frame) updates the header, the cards of changed partitions, and appends new events.
 // Nothing here ever assigns HTML: every text from the gateway goes in as a text node.
 
 (() => {
-  const HIDDEN_CLOSE_MS = Number(window.BUILDCAST_HIDDEN_CLOSE_MS ?? 30_000);
+  const HIDDEN_CLOSE_MS = numberOr(window.BUILDCAST_HIDDEN_CLOSE_MS, 30_000);
   const TIMELINE_PAGE = 200;   // events shown at first, and added per "show older"
   const CARD_CHUNK = 250;      // partition cards created per frame on a first render
-  const ACTIVE = new Set(["BuildRequestReceived", "BuildRequestPlanning", "BuildRequestExecuting"]);
   const PARTITION_ORDER = ["PartitionBuilding", "PartitionScheduled", "PartitionRequested",
     "PartitionDelegated", "PartitionFailed", "PartitionAvailable", "Unknown"];
+  const { NOT_FOUND, INVALID_BUILD_ID, UNAUTHORIZED, FORBIDDEN } = RULES.codes;
 
   const $ = (id) => document.getElementById(id);
   const body = document.body;
@@ -24,29 +24,25 @@
   } catch (e) {
     buildId = location.pathname.replace(/^\/builds\//, "");  // a malformed %-escape
   }
-  // PROTOCOL.md: 1 to 200 characters, no "/", no whitespace, no control character.
-  const validId = buildId.length > 0 && buildId.length <= 200
-    && !/[\s/\x00-\x1f\x7f]/.test(buildId);
-  const apiUrl = `/api/v1/builds/${encodeURIComponent(buildId)}`;
-  const streamUrl = `${apiUrl}/stream`;
 
   // --- state
   let view = null;             // the build view, mutated in place by messages
-  let source = null;           // the one EventSource, or null while closed
-  let lastId = null;           // the last SSE id received: where a resume starts
   let ended = null;            // {code, text} once the stream is over for good
-  let sleeping = false;        // the stream was closed because the tab stayed hidden
   let paused = null;           // the gateway's upstream_unavailable notice, until the next message
-  let refused = null;          // why the last connection attempt failed, {state, label, text}
-  let failures = 0;            // connection attempts failed since the last open
-  let retryTimer = 0;
   let hiddenTimer = 0;
   let freshAt = null;          // local time of the last message that said the data is current
   let currentAt = null;        // local time the shown data was last known to be current
   const stats = {              // counters for tests and for a curious person in devtools
-    connects: 0, snapshots: 0, deltas: 0, resyncs: 0, flushes: 0, maxFlushMs: 0,
+    snapshots: 0, deltas: 0, flushes: 0, maxFlushMs: 0,  // + connects, resyncs, silentReopens
     firstMessageAt: null, firstRenderAt: null, gridCompleteAt: null, lastFlushAt: null,
   };
+  const stream = new BuildcastStream({
+    stats,
+    // Only a gateway in trouble is worth retrying: a 4xx (not found, invalid, not allowed,
+    // too many) answers the same every time.
+    isFinal: ({ status }) => status >= 400 && status < 500,
+    on: { state: renderConnection, snapshot: onSnapshot, delta: onDelta, notice: onNotice, end: onEnd },
+  });
 
   // --- what the next frame must redraw
   const dirty = { header: false, parts: new Set(), grid: false, events: false, timeline: false };
@@ -60,12 +56,15 @@
   const delegations = new Map();  // ref -> the build it was delegated to, from the events
   const openJobs = new Set();  // event ids whose job details are expanded, kept across updates
   const tl = { from: 0, to: 0, limit: TIMELINE_PAGE };  // the DOM shows view.events[from, to)
+  const meter = { bar: $("progress"), ok: $("bar-ok"), err: $("bar-err") };
 
   // ------------------------------------------------------------------ applying messages
 
-  function applySnapshot(next) {
+  function onSnapshot(id, message) {
     const old = view;
+    const next = message.view;
     view = next;
+    view.seq = message.seq;
     stats.snapshots += 1;
     dirty.header = true;
     const sameRefs = old && old.requestedPartitions.length === next.requestedPartitions.length
@@ -81,6 +80,7 @@
     const prefix = old && old.events.length <= next.events.length
       && old.events.every((event, i) => event.eventId === next.events[i].eventId);
     if (prefix) dirty.events = true; else dirty.timeline = true;
+    heard();
   }
 
   function noteDelegations(events) {
@@ -92,181 +92,50 @@
     }
   }
 
-  function applyDelta(seq, changes) {
-    for (const [key, value] of Object.entries(changes)) {
-      if (key === "partitions") {
-        for (const [ref, entry] of Object.entries(value)) {
-          view.partitions[ref] = entry;
-          dirty.parts.add(ref);
-        }
-      } else if (key === "events") {
-        for (const event of value) view.events.push(event);
-        noteDelegations(value);
-        dirty.events = true;
-      } else {
-        view[key] = value;
-        if (key === "requestedPartitions") dirty.grid = true;
-      }
+  function onDelta(id, message) {
+    const changes = message.changes || {};
+    applyDelta(view, message.seq, changes);
+    // What the delta touched, for the next frame: no card is compared that did not change.
+    for (const ref of Object.keys(changes.partitions || {})) dirty.parts.add(ref);
+    if (changes.events) {
+      noteDelegations(changes.events);
+      dirty.events = true;
     }
-    view.seq = seq;
-    stats.deltas += 1;
+    if ("requestedPartitions" in changes) dirty.grid = true;
     dirty.header = true;
+    stats.deltas += 1;
+    heard();
   }
 
-  function onMessage(event, kind) {
-    if (event.target !== source) return;  // a late event of a stream already closed
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch (e) {
-      return resync("a message that is not JSON");
-    }
-    if (message.buildId !== undefined && message.buildId !== buildId) return;
-    lastId = event.lastEventId || lastId;
+  function heard() {
     stats.firstMessageAt ??= performance.now();
-    if (kind === "snapshot") {
-      applySnapshot(message.view);
-      view.seq = message.seq;
-    } else {
-      if (!view) return resync("a delta before any snapshot");
-      if (message.seq <= view.seq) return;  // already applied (an overlapping resume)
-      if (message.seq !== view.seq + 1) return resync(`a gap: seq ${view.seq} then ${message.seq}`);
-      applyDelta(message.seq, message.changes || {});
-    }
     paused = null;
-    refused = null;
     currentAt = Date.now();
     if (!view.stale) freshAt = currentAt;
     schedule();
   }
 
-  function onServerError(event) {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch (e) {
-      message = { code: "internal", message: String(event.data) };
-    }
-    if (message.buildId !== undefined && message.buildId !== buildId) return;
-    lastId = event.lastEventId || lastId;
-    if (message.code === "upstream_unavailable") {
-      // A notice, not an end: the stream stays; its next snapshot or delta means live again.
-      paused = message.message || "live updates are paused";
-      schedule();
-      return;
-    }
-    closeStream();
-    end(message.code, message.code === "not_found"
-      ? `Build ${buildId} was not found: it no longer exists upstream.`
-      : message.message || message.code);
+  function onNotice(id, text) {
+    paused = text;
+    schedule();
   }
 
-  // ------------------------------------------------------------------ the connection
-
-  function openStream(resumeId) {
-    if (ended) return;
-    clearTimeout(retryTimer);
-    closeStream();
-    // EventSource cannot set headers: a resume by hand names its position in the query.
-    // (When the browser reconnects by itself, its Last-Event-ID header wins over the query.)
-    const url = resumeId ? `${streamUrl}?lastEventId=${encodeURIComponent(resumeId)}` : streamUrl;
-    const es = new EventSource(url);
-    source = es;
-    stats.connects += 1;
-    body.dataset.stream = "connecting";
-    es.addEventListener("open", () => {
-      if (es !== source) return;
-      failures = 0;
-      refused = null;
-      body.dataset.stream = "open";
-      renderConnection();
-    });
-    es.addEventListener("snapshot", (e) => onMessage(e, "snapshot"));
-    es.addEventListener("delta", (e) => onMessage(e, "delta"));
-    es.addEventListener("error", (e) => {
-      if (es !== source) return;
-      if (e.data !== undefined) return onServerError(e);  // the gateway's own `error` message
-      if (es.readyState === EventSource.CLOSED) {
-        // Refused (an HTTP error status): EventSource gives no status, so ask the REST API why.
-        closeStream();
-        failures += 1;
-        explainFailure();
-      } else {
-        failures += 1;  // the connection dropped; the browser reconnects with Last-Event-ID
-        body.dataset.stream = "connecting";
-      }
-      renderConnection();
-    });
-    if (document.visibilityState === "hidden") armHiddenTimer();
-    renderConnection();
-  }
-
-  function closeStream() {
-    if (source) source.close();
-    source = null;
-    body.dataset.stream = "closed";
-  }
-
-  function resync(reason) {
-    // Reconnect without an id: the gateway answers with a fresh snapshot.
-    console.info(`buildcast: resynchronising after ${reason}`);
-    stats.resyncs += 1;
-    openStream(null);
-  }
-
-  function retryLater() {
-    if (ended) return;
-    clearTimeout(retryTimer);
-    const delay = Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)) * (0.75 + Math.random() / 4);
-    retryTimer = setTimeout(() => {
-      if (!sleeping) openStream(view ? lastId : null);
-    }, delay);
-  }
-
-  async function explainFailure() {
-    let response;
-    try {
-      response = await fetch(apiUrl, { cache: "no-store" });
-    } catch (e) {
-      refused = { state: "down", label: "gateway unreachable",
-        text: "The gateway cannot be reached. Retrying…" };
-      renderConnection();
-      return retryLater();
+  function onEnd(id, { code, message, status }) {
+    if (code === NOT_FOUND || (!code && status === 404)) {
+      end(NOT_FOUND, status ? `Build ${buildId} was not found.`
+        : `Build ${buildId} was not found: it no longer exists upstream.`);
+    } else if (code === INVALID_BUILD_ID || (!code && status === 400)) {
+      end(INVALID_BUILD_ID, `"${buildId}" is not a valid build id.`);
+    } else if (code === UNAUTHORIZED || code === FORBIDDEN) {
+      end(code, message || "You may not see this build.");
+    } else {
+      end(code || String(status), message || code || `HTTP ${status}`);
     }
-    if (response.ok) {  // the build exists: the refusal was passing (a restart, a limit)
-      refused = null;
-      renderConnection();
-      return retryLater();
-    }
-    let error = {};
-    try {
-      error = (await response.json()).error || {};
-    } catch (e) { /* not our JSON: a proxy's page */ }
-    const code = error.code || String(response.status);
-    if (code === "not_found" || response.status === 404) {
-      return end("not_found", `Build ${buildId} was not found.`);
-    }
-    if (code === "invalid_build_id" || response.status === 400) {
-      return end("invalid_build_id", `"${buildId}" is not a valid build id.`);
-    }
-    if (code === "unauthorized" || code === "forbidden") {
-      return end(code, error.message || "You may not see this build.");
-    }
-    const why = error.message || code;
-    refused = code === "upstream_unavailable" || response.status >= 500
-      ? { state: "down", label: "upstream unavailable",
-          text: `The Build Graph Service cannot be read right now (${why}). Retrying…` }
-      : { state: "reconnecting", label: "reconnecting…",
-          text: `The gateway refused the stream (${why}). Retrying…` };
-    renderConnection();
-    retryLater();
   }
 
   function end(code, text) {
-    closeStream();
-    clearTimeout(retryTimer);
     ended = { code, text };
-    renderConnection();
+    stream.close();  // its state change draws the end
   }
 
   // --- Page Visibility: a hidden tab gives its connection back after a while (browsers
@@ -274,11 +143,7 @@
   function armHiddenTimer() {
     clearTimeout(hiddenTimer);
     hiddenTimer = setTimeout(() => {
-      if (document.visibilityState !== "hidden" || ended) return;
-      clearTimeout(retryTimer);
-      closeStream();
-      sleeping = true;
-      renderConnection();
+      if (document.visibilityState === "hidden") stream.pause();
     }, HIDDEN_CLOSE_MS);
   }
 
@@ -288,21 +153,15 @@
       return;
     }
     clearTimeout(hiddenTimer);
-    if (sleeping) {
-      sleeping = false;
-      openStream(view ? lastId : null);
-    }
+    stream.resume();
     tick();
     schedule();
   });
 
   // Leaving the page (or entering the back/forward cache) frees the connection at once.
-  window.addEventListener("pagehide", () => {
-    clearTimeout(retryTimer);
-    closeStream();
-  });
+  window.addEventListener("pagehide", () => stream.pause());
   window.addEventListener("pageshow", (e) => {
-    if (e.persisted && !ended) openStream(view ? lastId : null);
+    if (e.persisted) stream.resume();
   });
 
   // ------------------------------------------------------------------ rendering
@@ -343,57 +202,61 @@
     stats.maxFlushMs = Math.max(stats.maxFlushMs, now - started);
   }
 
-  function renderConnection() {
-    let state = "live";
-    let label = "live";
-    let age = null;
-    let notice = null;
+  /** The indicator's state and label, the age of the data shown, and the notice, if any. */
+  function connection() {
     if (ended) {
-      state = "down";
-      label = ended.code === "not_found" ? "not found"
-        : ended.code === "invalid_build_id" ? "invalid id" : "ended";
-      notice = { text: ended.text, error: true };
-    } else if (sleeping) {
-      state = "paused";
-      label = "updates paused";
-      age = currentAt;
-    } else if (refused) {
-      ({ state, label } = refused);
-      age = currentAt;
-      notice = { text: refused.text, error: true };
-    } else if (body.dataset.stream !== "open" || !view) {
-      const first = !view && failures === 0;
-      state = first ? "connecting" : "reconnecting";
-      label = first ? "connecting…" : failures >= 3 ? "gateway unreachable" : "reconnecting…";
-      if (failures >= 3) {
-        state = "down";
-        notice = { text: "The gateway cannot be reached. Retrying…", error: true };
-      }
-      age = currentAt;
-    } else if (paused) {
-      state = "paused";
-      label = "updates paused";
-      age = currentAt;
-      notice = { text: `Live updates are paused: ${paused}. The page catches up by itself.` };
-    } else if (view.stale) {
-      state = "stale";
-      label = "upstream stale";
-      age = freshAt ?? view.updatedAtMs;
-      notice = { text: "The Build Graph Service cannot be read right now: "
-        + "this is the last known state, and it updates again by itself." };
+      const label = { [NOT_FOUND]: "not found", [INVALID_BUILD_ID]: "invalid id" }[ended.code];
+      return { state: "down", label: label || "ended", notice: { text: ended.text, error: true } };
     }
+    const state = stream.state;
+    if (state === "paused") return { state, label: "updates paused", age: currentAt };
+    if (state === "down") return refused(stream.refusal);
+    if (state === "reconnecting" || (state === "connecting" && view)) {
+      return { state: "reconnecting", label: "reconnecting…", age: currentAt };
+    }
+    if (!view) return { state: "connecting", label: "connecting…" };
+    if (paused) {
+      return { state: "paused", label: "updates paused", age: currentAt,
+        notice: { text: `Live updates are paused: ${paused}. The page catches up by itself.` } };
+    }
+    if (view.stale) {
+      return { state: "stale", label: "upstream stale", age: freshAt ?? view.updatedAtMs,
+        notice: { text: "The Build Graph Service cannot be read right now: "
+          + "this is the last known state, and it updates again by itself." } };
+    }
+    return { state: "live", label: "live" };
+  }
+
+  /** A stream the gateway would not open, and why (a 4xx ended the page instead). */
+  function refused({ status, code, message }) {
+    if (status === 0) {
+      return { state: "down", label: "gateway unreachable", age: currentAt,
+        notice: { text: "The gateway cannot be reached. Retrying…", error: true } };
+    }
+    const why = message || code || `HTTP ${status}`;
+    if (status >= 500) {
+      return { state: "down", label: "upstream unavailable", age: currentAt, notice: { error: true,
+        text: `The Build Graph Service cannot be read right now (${why}). Retrying…` } };
+    }
+    return { state: "reconnecting", label: "reconnecting…", age: currentAt,
+      notice: { text: `The gateway refused the stream (${why}). Retrying…`, error: true } };
+  }
+
+  function renderConnection() {
+    const { state, label, age = null, notice = null } = connection();
     if (state === "live") currentAt = Date.now();  // a live stream means current data
     const conn = $("conn");
-    if (conn.textContent !== label) conn.textContent = label;
+    setText(conn, label);
     conn.className = `conn ${state}`;
     body.dataset.conn = state;
+    body.dataset.stream = stream.connection;
     const ageText = age && view ? `data from ${formatAgo(age)}` : "";
-    $("conn-age").textContent = sleeping ? `tab in background · ${ageText}` : ageText;
+    setText($("conn-age"), stream.state === "paused" ? `tab in background · ${ageText}` : ageText);
 
     const box = $("notice");
     if (notice) {
       box.className = notice.error ? "notice error" : "notice";
-      if (box.textContent !== notice.text) box.textContent = notice.text;
+      setText(box, notice.text);
       box.hidden = false;
     } else {
       box.hidden = true;
@@ -531,12 +394,7 @@
     }
     const total = view.requestedPartitions.length;
     $("partition-count").textContent = total.toLocaleString();
-    const progress = $("progress");
-    progress.setAttribute("aria-valuemax", total);
-    progress.setAttribute("aria-valuenow", available);
-    progress.setAttribute("aria-valuetext", `${available} of ${total} available, ${failed} failed`);
-    $("bar-ok").style.width = `${total ? (100 * available) / total : 0}%`;
-    $("bar-err").style.width = `${total ? (100 * failed) / total : 0}%`;
+    setProgress(meter, { total, available, failed });
     const text = $("counts");
     text.replaceChildren(
       el("strong", {}, `${available.toLocaleString()} / ${total.toLocaleString()}`), " available");
@@ -703,13 +561,14 @@
 
   // ------------------------------------------------------------------ start
 
-  window.buildcast = { view: () => view, stats, lastId: () => lastId };
+  window.buildcast = { view: () => view, stats, lastId: () => stream.cursor };
   setInterval(() => { if (document.visibilityState !== "hidden") tick(); }, 1000);
   document.title = `${buildId} · Buildcast`;
   $("build-id").textContent = buildId;
-  if (!validId) {
-    end("invalid_build_id", `"${buildId}" is not a valid build id.`);
+  if (!isBuildId(buildId)) {
+    end(INVALID_BUILD_ID, `"${buildId}" is not a valid build id.`);
   } else {
-    openStream(null);
+    stream.follow([buildId]);
+    if (document.visibilityState === "hidden") armHiddenTimer();  // opened in a background tab
   }
 })();

@@ -1,6 +1,6 @@
 "use strict";
 // Shared by the pages: DOM building that only ever sets text (never HTML), status colours,
-// and time formatting in the viewer's own time zone.
+// progress bars, time formatting in the viewer's own time zone, the watched list, settings.
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -15,6 +15,12 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+/** Sets a node's text only when it differs: equal text written again still replaces the node
+ * and invalidates layout, every second on a wall of tiles. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 // The seed's colours: success for done, warning for in progress, error for failed,
 // neutral for everything else (including statuses this page does not know).
 const TONES = {
@@ -23,8 +29,16 @@ const TONES = {
   BuildRequestFailed: "error", PartitionFailed: "error", JobFailed: "error",
 };
 
-function toneOf(status) {
-  return TONES[status] || "neutral";
+// The wall's tiles tell more apart, for a screen read from across the room: waiting, running,
+// cancelled.
+const TILE_TONES = {
+  BuildRequestReceived: "pending", BuildRequestPlanning: "pending",
+  BuildRequestExecuting: "running", BuildRequestCompleted: "success",
+  BuildRequestFailed: "error", BuildRequestCancelled: "cancelled",
+};
+
+function toneOf(status, tones = TONES) {
+  return tones[status] || "neutral";
 }
 
 function badge(status) {
@@ -36,6 +50,24 @@ function setBadge(node, status) {
   node.className = `badge ${toneOf(status)}`;
   node.textContent = status || "Unknown";
   return node;
+}
+
+/** A bar of the partitions available (ok) and failed (err), for setProgress() to fill. */
+function progressBar(tag, className) {
+  const ok = el("span", { class: "bar ok" });
+  const err = el("span", { class: "bar err" });
+  const bar = el(tag, { class: className, role: "progressbar", "aria-label": "Partitions available",
+    "aria-valuemin": 0 }, ok, err);
+  return { bar, ok, err };
+}
+
+/** Fills a progressBar(), its figures said for screen readers too. */
+function setProgress({ bar, ok, err }, { total, available, failed }) {
+  ok.style.width = `${total ? (100 * available) / total : 0}%`;
+  err.style.width = `${total ? (100 * failed) / total : 0}%`;
+  bar.setAttribute("aria-valuemax", total);
+  bar.setAttribute("aria-valuenow", available);
+  bar.setAttribute("aria-valuetext", `${available} of ${total} available, ${failed} failed`);
 }
 
 /** "PartitionAvailable" -> "Available": for compact labels next to the full status. */
@@ -91,7 +123,7 @@ function formatDuration(ms) {
 
 /** "just now", "42 s ago", "3 min ago", "2 h ago", "4 d ago" (clock skew reads as "just now"). */
 function formatAgo(ms, now = Date.now()) {
-  if (ms === null || ms === undefined) return "";
+  if (!Number.isFinite(ms)) return "—";
   const s = Math.floor((now - ms) / 1000);
   if (s < 5) return "just now";
   if (s < 60) return `${s} s ago`;
@@ -104,4 +136,19 @@ function formatAgo(ms, now = Date.now()) {
 
 function isoTime(ms) {
   return ms === null || ms === undefined ? null : new Date(ms).toISOString();
+}
+
+/** The builds this gateway watches now: it answers from memory, so asking costs the upstream nothing. */
+async function fetchWatched() {
+  const response = await fetch("/api/v1/watched", { cache: "no-store", signal: AbortSignal.timeout(8000) });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const { builds } = await response.json();
+  return Array.isArray(builds) ? builds : [];
+}
+
+/** A page setting a test (or a curious person) may give as a global: a number >= 0, else `fallback`. */
+function numberOr(value, fallback) {
+  const n = Number(value);
+  return value !== undefined && value !== null && value !== "" && Number.isFinite(n) && n >= 0
+    ? n : fallback;
 }

@@ -7,12 +7,11 @@
 // it stays open. Rows are updated in place, keyed by build id; texts go in as text only.
 
 (() => {
-  const REFRESH_MS = Number(window.BUILDCAST_HOME_REFRESH_MS ?? 2000);
-  const ACTIVE = new Set(["BuildRequestReceived", "BuildRequestPlanning", "BuildRequestExecuting"]);
+  const REFRESH_MS = numberOr(window.BUILDCAST_HOME_REFRESH_MS, 2000);
   const body = document.getElementById("watched");
   const notice = document.getElementById("gateway");
   const note = document.getElementById("watched-note");
-  const rows = new Map();  // build id -> {tr, status, stale, ok, err, counts, viewers, updated, key}
+  const rows = new Map();  // build id -> {tr, status, stale, meter, counts, viewers, updated, key}
 
   document.getElementById("open").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -20,38 +19,20 @@
     if (id) location.href = `/builds/${encodeURIComponent(id)}`;
   });
 
-  function ago(ms) {
-    if (!Number.isFinite(ms)) return "—";
-    const s = Math.floor((Date.now() - ms) / 1000);
-    if (s < 5) return "just now";
-    if (s < 60) return `${s} s ago`;
-    const m = Math.floor(s / 60);
-    if (m < 60) return `${m} min ago`;
-    const h = Math.floor(m / 60);
-    return h < 48 ? `${h} h ago` : `${Math.floor(h / 24)} d ago`;
-  }
-
-  function setText(node, text) {
-    if (node.textContent !== text) node.textContent = text;
-  }
-
   function createRow(id) {
     const status = el("span", { class: "status-cell" });
     const stale = el("span", { class: "stale-flag", hidden: "" }, "stale");
-    const ok = el("span", { class: "bar ok" });
-    const err = el("span", { class: "bar err" });
-    const bar = el("span", { class: "mini-progress", role: "progressbar", "aria-label": "Partitions available",
-      "aria-valuemin": 0 }, ok, err);
+    const meter = progressBar("span", "mini-progress");
     const counts = el("span", { class: "counts" });
     const viewers = el("td", { class: "viewers" });
     const updated = el("time", {});
     const tr = el("tr", { "data-build-id": id },
       el("td", {}, el("a", { href: `/builds/${encodeURIComponent(id)}`, class: "build-link" }, id)),
       el("td", {}, status, " ", stale),
-      el("td", { class: "progress-cell" }, bar, counts),
+      el("td", { class: "progress-cell" }, meter.bar, counts),
       viewers,
       el("td", { class: "small" }, updated));
-    return { tr, status, stale, bar, ok, err, counts, viewers, updated, key: null };
+    return { tr, status, stale, meter, counts, viewers, updated, key: null };
   }
 
   function updateRow(row, build) {
@@ -66,14 +47,11 @@
     const total = Number(p.total) || 0;
     const available = Number(p.available) || 0;
     const failed = Number(p.failed) || 0;
-    row.ok.style.width = total ? `${(100 * available) / total}%` : "0";
-    row.err.style.width = total ? `${(100 * failed) / total}%` : "0";
-    row.bar.setAttribute("aria-valuemax", total);
-    row.bar.setAttribute("aria-valuenow", available);
+    setProgress(row.meter, { total, available, failed });
     setText(row.counts, `${available}/${total} available${failed ? `, ${failed} failed` : ""}`);
     setText(row.viewers, String(build.viewers ?? 0));
-    setText(row.updated, ago(build.updatedAtMs));
-    if (Number.isFinite(build.updatedAtMs)) row.updated.dateTime = new Date(build.updatedAtMs).toISOString();
+    setText(row.updated, formatAgo(build.updatedAtMs));
+    if (Number.isFinite(build.updatedAtMs)) row.updated.dateTime = isoTime(build.updatedAtMs);
     row.tr.classList.toggle("ended", !ACTIVE.has(status));
   }
 
@@ -106,10 +84,7 @@
 
   async function refresh() {
     try {
-      const response = await fetch("/api/v1/watched", { cache: "no-store", signal: AbortSignal.timeout(8000) });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const { builds } = await response.json();
-      render(Array.isArray(builds) ? builds : []);
+      render(await fetchWatched());
       notice.hidden = true;
       document.body.classList.remove("unreachable");
     } catch (error) {

@@ -3,9 +3,9 @@
 //
 // Which builds: the ones named in the query (/wall?build=A&build=B), else every build this
 // gateway watches (GET /api/v1/watched, re-read every WATCHED_MS). All of them come over ONE
-// multi-build SSE stream (/api/v1/stream?build=A&build=B). When the set changes, the stream is
-// reopened with ?lastEventId=<cursor>: the builds it already had resume where they were, only
-// new ones get a snapshot. A failed stream is reopened forever, with capped, jittered backoff.
+// multi-build stream (stream.js). When the set changes, the stream reopens from its cursor:
+// the builds it already had resume where they were, only new ones get a snapshot. A failed
+// stream is reopened forever, with capped, jittered backoff, and a silent one after SILENCE_MS.
 // Nothing needs a click. Every text from the gateway goes into the DOM as text, never as HTML.
 //
 // Query: build=ID (repeatable, up to 50), keep=DURATION (how long an ended build stays in
@@ -18,25 +18,14 @@
   const KEEP_ENDED_MS = parseDuration(params.get("keep"))
     ?? numberOr(window.BUILDCAST_WALL_KEEP_ENDED_MS, 10 * 60_000);
   const WATCHED_MS = numberOr(window.BUILDCAST_WALL_WATCHED_MS, 10_000);
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = Math.max(BACKOFF_MIN_MS, numberOr(window.BUILDCAST_WALL_MAX_BACKOFF_MS, 30_000));
-  // Heartbeats are SSE comments, which EventSource never surfaces. After this long without
-  // any message the stream is reopened from its cursor (free when nothing was missed), in
-  // case the connection died without a FIN (a NAT or a proxy dropping it silently).
+  const MAX_BACKOFF_MS = numberOr(window.BUILDCAST_WALL_MAX_BACKOFF_MS, 30_000);
+  // Heartbeats are invisible to EventSource: this long without a message means a dead stream.
   const SILENCE_MS = numberOr(window.BUILDCAST_WALL_SILENCE_MS, 90_000);
-  const MAX_BUILDS = 50;        // the gateway's limit for one stream
+  const MAX_BUILDS = RULES.streamBuilds;  // the gateway's limit for one stream
   const FAILED_SHOWN = 3;       // failing partitions named on a tile before "+N more"
   const EM_ACROSS = 17;         // a tile's width in em of its type...
   const LINES_DOWN = 13;        // ...and its height in lines: the type scales with the tile
-  const ENDED = new Set(["BuildRequestCompleted", "BuildRequestFailed", "BuildRequestCancelled"]);
-  const TONES = {
-    BuildRequestReceived: "pending", BuildRequestPlanning: "pending",
-    BuildRequestExecuting: "running", BuildRequestCompleted: "success",
-    BuildRequestFailed: "error", BuildRequestCancelled: "cancelled",
-  };
-  // PROTOCOL.md's build id: 1 to 200 characters, no "/", whitespace (Python's str.isspace)
-  // or control character. Checked here because one bad id makes the gateway refuse the list.
-  const BUILD_ID = /^[^/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,200}$/u;
+  const { NOT_FOUND, INVALID_BUILD_ID } = RULES.codes;
 
   const grid = document.getElementById("grid");
   const connNode = document.getElementById("conn");
@@ -45,22 +34,16 @@
   // --- state
   const tiles = new Map();      // build id -> tile record, in display order
   const dismissed = new Set();  // watched mode: ended builds that made room (not re-added)
-  let source = null;            // the one EventSource, or null
-  let generation = 0;           // bumps with every open: late callbacks of older ones are ignored
-  let opened = false;           // the current EventSource reached "open"
-  let streamIds = [];           // the builds the current stream follows
-  let cursor = null;            // the last SSE id: resumes every build of the stream
-  let failures = 0;             // attempts failed since the last message
-  let retryTimer = 0;
-  let retryAt = 0;
-  let silenceTimer = 0;
-  let lastResyncAt = 0;
-  let lastMessageAt = null;     // local time of the last message of any build
-  let conn = { state: "connecting", reason: "" };
   const paused = new Set();     // builds whose live updates the gateway said are paused
+  let pauseReason = "";         // the last such notice
+  let listDown = null;          // why the watched list cannot be read; "" once it was, null before
   const clockSamples = [];      // Date.now() - updatedAtMs of live deltas: the clock offset
-  const stats = { streams: 0, snapshots: {}, deltas: 0, resyncs: 0, silentReopens: 0 };
-  window.BuildcastWall = { stats, cursor: () => cursor };  // for tests and devtools
+  const stats = { snapshots: {}, deltas: 0 };  // the stream adds connects, resyncs, silentReopens
+  const stream = new BuildcastStream({
+    multi: true, stats, capMs: MAX_BACKOFF_MS, silenceMs: SILENCE_MS,
+    on: { state: renderConn, snapshot: onSnapshot, delta: onDelta, notice: onNotice, end: onEnd },
+  });
+  window.BuildcastWall = { stats, cursor: () => stream.cursor };  // for tests and devtools
 
   // --- which builds
   const requested = [];
@@ -70,17 +53,12 @@
   const MODE = requested.length ? "named" : "watched";
   document.body.dataset.mode = MODE;
   for (const id of requested.slice(0, MAX_BUILDS)) {
-    addTile(id, null, BUILD_ID.test(id) ? "waiting" : "invalid");
+    // Checked here: one bad id would make the gateway refuse the whole stream.
+    addTile(id, null, isBuildId(id) ? "waiting" : "invalid");
   }
   const overflow = Math.max(0, requested.length - MAX_BUILDS);
 
   // ------------------------------------------------------------------ helpers
-
-  function numberOr(value, fallback) {
-    const n = Number(value);
-    return value !== undefined && value !== null && value !== "" && Number.isFinite(n) && n >= 0
-      ? n : fallback;
-  }
 
   function parseDuration(text) {
     const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$/.exec(text || "");
@@ -100,10 +78,6 @@
     if (clockSamples.length > 20) clockSamples.shift();
   }
 
-  function setText(node, text) {
-    if (node.textContent !== text) node.textContent = text;
-  }
-
   // ------------------------------------------------------------------ tiles
 
   function addTile(id, summary, phase = "waiting") {
@@ -111,18 +85,15 @@
     const flag = el("span", { class: "tile-flag", hidden: "" });
     const prefix = el("span", { class: "status-prefix" });
     const word = el("span", { class: "status-word" });
-    const barOk = el("span", { class: "bar ok" });
-    const barErr = el("span", { class: "bar err" });
-    const bar = el("div", { class: "tile-bar", role: "progressbar", "aria-label": "Partitions available",
-      "aria-valuemin": 0 }, barOk, barErr);
+    const meter = progressBar("div", "tile-bar");
     const counts = el("p", { class: "tile-counts" });
     const elapsed = el("p", { class: "tile-elapsed" });
     const failing = el("p", { class: "tile-failing" });
     const node = el("article", { class: "tile tone-pending", "data-build-id": id },
       el("div", { class: "tile-head" }, idNode, flag),
       el("p", { class: "tile-status" }, prefix, word),
-      bar, counts, elapsed, failing);
-    const tile = { id, node, flag, prefix, word, bar, barOk, barErr, counts, elapsed, failing,
+      meter.bar, counts, elapsed, failing);
+    const tile = { id, node, flag, prefix, word, meter, counts, elapsed, failing,
       phase, view: null, summary, note: "" };
     tiles.set(id, tile);
     grid.append(node);
@@ -144,14 +115,6 @@
     const { events, ...rest } = view || {};
     rest.partitions = { ...(rest.partitions || {}) };
     return rest;
-  }
-
-  function applyChanges(view, changes) {
-    for (const [key, value] of Object.entries(changes || {})) {
-      if (key === "events") continue;
-      if (key === "partitions") Object.assign(view.partitions, value || {});
-      else view[key] = value;
-    }
   }
 
   function progressOf(tile) {
@@ -188,7 +151,7 @@
       statusText = status ?? "connecting…";
     }
     const over = tile.phase === "invalid" || tile.phase === "gone";
-    const tone = over ? "gone" : status ? TONES[status] || "neutral" : "pending";
+    const tone = over ? "gone" : status ? toneOf(status, TILE_TONES) : "pending";
     const toneClass = `tile tone-${tone}`;
     if (node.className !== toneClass) node.className = toneClass;
     node.dataset.status = status ?? tile.phase;
@@ -208,14 +171,10 @@
     node.classList.toggle("is-stale", Boolean(flag));
 
     const progress = over ? null : progressOf(tile);
-    tile.bar.hidden = tile.counts.hidden = !progress;
+    tile.meter.bar.hidden = tile.counts.hidden = !progress;
     if (progress) {
       const { total, available, failedCount } = progress;
-      tile.barOk.style.width = total ? `${(100 * available) / total}%` : "0";
-      tile.barErr.style.width = total ? `${(100 * failedCount) / total}%` : "0";
-      tile.bar.setAttribute("aria-valuemax", total);
-      tile.bar.setAttribute("aria-valuenow", available);
-      tile.bar.setAttribute("aria-valuetext", `${available} of ${total} available, ${failedCount} failed`);
+      setProgress(tile.meter, { total, available, failed: failedCount });
       setText(tile.counts, `${available}/${total} available${failedCount ? ` · ${failedCount} failed` : ""}`);
       renderFailing(tile, progress);
     } else {
@@ -294,237 +253,85 @@
     }
   }
 
-  // ------------------------------------------------------------------ the connection
+  // ------------------------------------------------------------------ the stream
 
   function wanted() {
     return [...tiles.values()].filter((t) => t.phase === "waiting" || t.phase === "live")
       .map((t) => t.id).slice(0, MAX_BUILDS);
   }
 
-  function sameIds(a, b) {
-    return a.length === b.length && a.every((id, i) => id === b[i]);
+  function onSnapshot(id, message) {
+    const tile = tiles.get(id);
+    tile.view = trimmed(message.view);
+    stats.snapshots[id] = (stats.snapshots[id] || 0) + 1;
+    heardFrom(tile);
   }
 
-  /** Reopen the stream if the wall's builds changed; the cursor keeps the others where they were. */
-  function syncStream() {
-    if (sameIds(wanted(), streamIds) && (source || retryTimer)) return;
-    if (retryTimer) return;  // the pending retry opens the stream with the new set
-    openStream(true);
+  function onDelta(id, message) {
+    const tile = tiles.get(id);
+    const { events, ...changes } = message.changes || {};  // the wall never shows events
+    applyDelta(tile.view, message.seq, changes);
+    stats.deltas += 1;
+    if ("updatedAtMs" in changes) sampleClock(changes.updatedAtMs);
+    heardFrom(tile);
   }
 
-  function streamUrl(ids, resume) {
-    const query = new URLSearchParams();
-    for (const id of ids) query.append("build", id);
-    // EventSource cannot set headers: a resume by hand names its position in the query.
-    if (resume && cursor) query.set("lastEventId", cursor);
-    return `/api/v1/stream?${query}`;
-  }
-
-  function openStream(resume) {
-    clearTimeout(retryTimer);
-    retryTimer = 0;
-    closeStream();
-    streamIds = wanted();
-    if (!streamIds.length) return setConn("idle");
-    const gen = ++generation;
-    const url = streamUrl(streamIds, resume);
-    const es = new EventSource(url);
-    source = es;
-    opened = false;
-    stats.streams += 1;
-    armSilence();
-    es.addEventListener("open", () => {
-      if (gen !== generation) return;
-      opened = true;
-      if (!paused.size) setConn("live");
-    });
-    es.addEventListener("snapshot", (e) => onMessage(gen, e, "snapshot"));
-    es.addEventListener("delta", (e) => onMessage(gen, e, "delta"));
-    es.addEventListener("error", (e) => {
-      if (gen !== generation) return;
-      if (e.data !== undefined) return onServerError(gen, e);  // the gateway's own `error` message
-      const wasOpen = opened;
-      closeStream();
-      if (!wanted().length) return setConn("idle");
-      failures += 1;
-      if (wasOpen) {
-        // The stream ended (a restart, a cut-off slow client): the first retry comes soon.
-        setConn("reconnecting", "connection lost");
-        retryLater();
-      } else {
-        explainFailure(gen, url);
-      }
-    });
-  }
-
-  function closeStream() {
-    if (source) source.close();
-    source = null;
-    opened = false;
-    clearTimeout(silenceTimer);
-  }
-
-  function retryLater() {
-    clearTimeout(retryTimer);
-    // Doubling from 1 s up to the cap, and jittered (50-100 %) so that many walls that lost
-    // the same gateway do not all come back in the same second.
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(Math.max(failures - 1, 0), 16));
-    const delay = base / 2 + (Math.random() * base) / 2;
-    retryAt = Date.now() + delay;
-    retryTimer = setTimeout(() => {
-      retryTimer = 0;
-      openStream(true);
-    }, delay);
-    renderConn();
-  }
-
-  /** EventSource gives no HTTP status: ask once with fetch why the stream did not open. */
-  async function explainFailure(gen, url) {
-    let reason = "";
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), 10_000);
-    try {
-      const response = await fetch(url, { cache: "no-store", signal: abort.signal });
-      if (!response.ok) {
-        let error = {};
-        try {
-          error = (await response.json()).error || {};
-        } catch (e) { /* not the gateway's JSON: a proxy's page */ }
-        const what = response.status >= 500 ? "gateway unavailable" : "stream refused";
-        reason = `${what}: ${error.message || error.code || `HTTP ${response.status}`}`;
-      }
-    } catch (e) {
-      reason = "gateway unreachable";
-    } finally {
-      clearTimeout(timer);
-      abort.abort();  // a stream that opened this time is not ours to keep
-    }
-    if (gen !== generation || source) return;  // another attempt started meanwhile
-    if (reason) setConn("down", reason);
-    else failures = Math.min(failures, 1);      // it opens now: a passing failure, retry soon
-    retryLater();
-  }
-
-  function armSilence() {
-    clearTimeout(silenceTimer);
-    silenceTimer = setTimeout(() => {
-      if (!source) return;
-      stats.silentReopens += 1;
-      openStream(true);
-    }, SILENCE_MS);
-  }
-
-  function heard(event) {
-    lastMessageAt = Date.now();
-    if (event.lastEventId) cursor = event.lastEventId;
-    failures = 0;
-    armSilence();
-    renderConn();
-  }
-
-  function onMessage(gen, event, kind) {
-    if (gen !== generation) return;  // a late event of a stream already closed
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch (e) {
-      return resync("a message that is not JSON");
-    }
-    const tile = tiles.get(message.buildId);
-    if (!tile || tile.phase === "gone" || tile.phase === "invalid") {
-      heard(event);
-      return;  // a build that has left the wall
-    }
-    if (kind === "snapshot") {
-      tile.view = trimmed(message.view);
-      tile.view.seq = message.seq;
-      stats.snapshots[tile.id] = (stats.snapshots[tile.id] || 0) + 1;
-    } else {
-      if (!tile.view) return resync(`a delta of ${tile.id} before its snapshot`);
-      if (message.seq <= tile.view.seq) return heard(event);  // already applied (an overlapping resume)
-      if (message.seq !== tile.view.seq + 1) {
-        return resync(`a gap in ${tile.id}: seq ${tile.view.seq} then ${message.seq}`);
-      }
-      applyChanges(tile.view, message.changes);
-      tile.view.seq = message.seq;
-      stats.deltas += 1;
-      if (message.changes && "updatedAtMs" in message.changes) sampleClock(message.changes.updatedAtMs);
-    }
-    heard(event);
+  function heardFrom(tile) {
     tile.phase = "live";
     tile.summary = null;
-    if (paused.delete(tile.id) || conn.state !== "live") {
-      if (!paused.size) setConn("live");
-    }
+    paused.delete(tile.id);  // its next message means live again
     renderTile(tile);
+    renderConn();
   }
 
-  function onServerError(gen, event) {
-    if (gen !== generation) return;
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch (e) {
-      return;
-    }
-    heard(event);
-    const tile = tiles.get(message.buildId);
-    if (!tile) return;
-    if (message.code === "upstream_unavailable") {
-      // A notice, not an end: the stream stays; the build's next message means live again.
-      paused.add(tile.id);
-      setConn("paused", message.message || "live updates are paused");
-      renderTile(tile);
-      return;
-    }
-    // not_found, invalid_build_id (or a code this page does not know): the gateway dropped the
-    // build from this stream; the others go on.
-    streamIds = streamIds.filter((id) => id !== tile.id);
+  function onNotice(id, text) {
+    paused.add(id);
+    pauseReason = text;
+    renderTile(tiles.get(id));
+    renderConn();
+  }
+
+  /** The gateway dropped a build from the stream (not_found, ...); the others go on. */
+  function onEnd(id, { code, message }) {
+    const tile = tiles.get(id);
+    paused.delete(id);
     if (MODE === "watched") {
-      removeTile(tile.id);
+      removeTile(id);
       layout();
     } else {
       tile.phase = "gone";
       tile.view = null;
-      tile.note = message.code === "not_found" ? "not found"
-        : message.code === "invalid_build_id" ? "not a valid build id"
-          : String(message.message || message.code || "unavailable");
-      paused.delete(tile.id);
+      tile.note = code === NOT_FOUND ? "not found"
+        : code === INVALID_BUILD_ID ? "not a valid build id" : message || code || "unavailable";
       renderTile(tile);
     }
-    if (!wanted().length) {
-      closeStream();
-      setConn("idle");
-    }
-  }
-
-  function resync(reason) {
-    console.info(`buildcast wall: resynchronising after ${reason}`);
-    stats.resyncs += 1;
-    cursor = null;  // a fresh snapshot of every build
-    const now = Date.now();
-    const again = now - lastResyncAt < 10_000;
-    lastResyncAt = now;
-    if (again) {  // resyncs in a row: something is off, do not hammer the gateway
-      closeStream();
-      failures += 1;
-      retryLater();
-    } else {
-      openStream(false);
-    }
+    renderConn();
   }
 
   // ------------------------------------------------------------------ connection indicator
 
-  function setConn(state, reason = "") {
-    conn = { state, reason };
-    renderConn();
+  /** The stream's state, with what only the wall knows: pause notices, the watched list. */
+  function connState() {
+    const state = stream.state;
+    if (state === "live" && paused.size) return { state: "paused", reason: pauseReason };
+    if (state === "idle") {
+      if (listDown) return { state: "down", reason: listDown };
+      return { state: MODE === "watched" && listDown === null ? "connecting" : "idle" };
+    }
+    if (state === "down") return { state, reason: refusalText(stream.refusal) };
+    return { state, reason: stream.reason };
+  }
+
+  function refusalText({ status, code, message }) {
+    if (status === 0) return message;
+    return `${status >= 500 ? "gateway unavailable" : "stream refused"}: ${message || code || `HTTP ${status}`}`;
   }
 
   function renderConn() {
-    const { state, reason } = conn;
+    const { state, reason = "" } = connState();
     const now = Date.now();
-    const age = lastMessageAt === null ? "" : ` · last message ${formatAgo(lastMessageAt, now)}`;
+    const last = stream.lastMessageAt;
+    const age = last === null ? "" : ` · last message ${formatAgo(last, now)}`;
     let text;
     switch (state) {
       case "live": text = `live${age}`; break;
@@ -532,7 +339,8 @@
       case "idle": text = MODE === "named" ? "nothing to follow" : "waiting for watched builds"; break;
       case "connecting": text = "connecting…"; break;
       default: {
-        const wait = retryTimer ? ` · retrying in ${Math.max(1, Math.ceil((retryAt - now) / 1000))} s` : " · retrying…";
+        const { retryAt } = stream;
+        const wait = retryAt ? ` · retrying in ${Math.max(1, Math.ceil((retryAt - now) / 1000))} s` : " · retrying…";
         text = `${state === "down" ? "disconnected" : "reconnecting"} (${reason})${wait}${age}`;
       }
     }
@@ -547,13 +355,12 @@
 
   async function refreshWatched() {
     try {
-      const response = await fetch("/api/v1/watched", { cache: "no-store", signal: AbortSignal.timeout(8000) });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const { builds } = await response.json();
-      mergeWatched(Array.isArray(builds) ? builds : []);
+      const builds = await fetchWatched();
+      listDown = "";
+      mergeWatched(builds);
     } catch (e) {
-      // The tiles stay as they are; with no stream yet, say why nothing shows.
-      if (!source && !retryTimer && conn.state !== "down") setConn("down", "gateway unreachable");
+      listDown = "gateway unreachable";  // the tiles stay as they are
+      renderConn();
     } finally {
       setTimeout(refreshWatched, WATCHED_MS);
     }
@@ -564,7 +371,7 @@
     let added = false;
     for (const build of builds) {
       const id = build?.buildId;
-      if (typeof id !== "string" || !BUILD_ID.test(id)) continue;
+      if (!isBuildId(id)) continue;
       listed.add(id);
       const tile = tiles.get(id);
       if (tile) {
@@ -588,7 +395,7 @@
     // A tile stays while the wall follows it even when the list lacks it: after a gateway
     // restart the list is empty until this very wall's stream is back.
     if (added) layout();
-    syncStream();
+    stream.follow(wanted());
   }
 
   function expireEnded() {
@@ -603,7 +410,7 @@
     }
     if (removed) {
       layout();
-      syncStream();
+      stream.follow(wanted());
     }
   }
 
@@ -623,7 +430,7 @@
 
   layout();
   renderConn();
-  if (MODE === "named") openStream(false);
+  if (MODE === "named") stream.follow(wanted());
   else refreshWatched();
   setInterval(tick, 1000);
 })();

@@ -94,6 +94,10 @@ class _Ids:
         self._single = single
         self._at: dict[str, Position] = {}
 
+    def start(self, build_id: str, at: Position) -> None:
+        """The client resumes `build_id` at `at`: the cursor names it from the first frame."""
+        self._at[build_id] = at
+
     def resume(self, follower: Follower) -> None:
         """Where the follower is before its next batch (the fan-out may have moved it)."""
         if follower.at is not None:
@@ -136,11 +140,17 @@ async def _serve(
     try:
         for feed in feeds.values():
             await state.fanout.attach(feed)
-        caught_up: list[Message] = []
-        for build_id, feed in feeds.items():
-            caught_up += await feed.follower.catch_up(since.get(build_id))
         single = len(build_ids) == 1 and not first
         ids = _Ids(build_ids, single)
+        caught_up: list[Message] = []
+        for build_id, feed in feeds.items():
+            at = since.get(build_id)
+            missed = await feed.follower.catch_up(at)
+            if at is not None and (
+                not missed or missed[0].position == Position(at.epoch, at.seq + 1)
+            ):
+                ids.start(build_id, at)  # resumed: it is where it was until its news is sent
+            caught_up += missed
         await response.prepare(request)
         direct = _Direct(transport, chunked) if single else None
         try:

@@ -87,6 +87,22 @@ async def test_two_builds_on_one_connection_resume_from_one_cursor(
             assert wall.views[build_id] == await response.json()
 
 
+async def test_a_resumed_build_with_nothing_new_stays_in_the_cursor(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
+) -> None:
+    quiet, busy = sim.create_build(3), sim.create_build(3)
+    wall = Wall(session, gateway, [quiet, busy])
+    await wall.read(lambda w: len(w.views) == 2)
+    before = parse_cursor([quiet, busy], wall.last_id)
+    sim.advance(busy)  # while the wall is away, only one build moves
+    await asyncio.sleep(0.5)
+    await wall.read(lambda w: len(w.seqs[busy]) > 1)
+    after = parse_cursor([quiet, busy], wall.last_id)
+    assert after[quiet] == before[quiet], "the quiet build is named where it was"
+    assert after[busy].seq > before[busy].seq
+    assert wall.seqs[quiet] == wall.seqs[quiet][:1], "and it got no second snapshot"
+
+
 async def test_an_unknown_build_gets_its_error_and_the_others_go_on(
     sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession
 ) -> None:

@@ -119,8 +119,10 @@ async def test_unknown_and_invalid_ids_say_so(
     await expect(page.locator("body")).to_have_attribute("data-stream", "closed")
     await page.wait_for_timeout(2500)  # longer than a retry: nothing more is asked
     api_calls = [url.split("/api/v1/builds/")[1] for url in requests if "/api/" in url]
-    # An unknown id: the refused stream, then one GET to learn why. An invalid id: no request.
-    assert api_calls == ([f"{build_id}/stream", build_id] if label == "not found" else [])
+    # An unknown id: the refused stream, then the same URL once more, fetched to learn why.
+    # An invalid id: no request.
+    stream = f"{build_id}/stream"
+    assert api_calls == ([stream, stream] if label == "not found" else [])
 
 
 async def test_a_hidden_tab_closes_its_stream_and_resumes_without_a_gap(
