@@ -53,6 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.backends.redis.bus import RedisBus
 from gateway.backends.redis.connection import RedisConnection, build_key, connect
 from gateway.backends.redis.lease import RedisLease
+from gateway.guard.tokens import mint
 from gateway.protocol import messages
 from gateway.protocol.messages import Message
 from gateway.protocol.resume import new_epoch
@@ -342,6 +343,9 @@ async def stack(
             argv = [PYTHON, "-m", "gateway.cli", "--log-level", "WARNING", "serve", "--redis"]
             argv += [redis_url, "--upstream", upstream, "--port", str(port)]
             argv += ["--poll-active", str(poll_active)] if poll_active else []
+            # Every load client comes from 127.0.0.1: lift the per-address and process caps.
+            argv += ["--max-connections", "1000000", "--max-connections-per-client", "1000000"]
+            argv += ["--auth-secret", AUTH_SECRET] if kind == AUTHENTICATED else []
         process = await exits.enter_async_context(started(children, kind, argv, SERVER_CORE))
         await http_ready(port, "/healthz")
         yield Server(kind, process.pid, port, redis_url, trap)
@@ -564,8 +568,14 @@ class SimulatorFeed:
         return seq - self._since
 
 
+AUTHENTICATED = "buildcast+auth"
+"""Buildcast with access control on: every connection opens with a token."""
+
+AUTH_SECRET = "bench-secret-of-at-least-32-bytes"
+
 FEEDS: dict[str, Callable[[Server], contextlib.AbstractAsyncContextManager[Feed]]] = {
     "buildcast": BusFeed.serving,
+    AUTHENTICATED: BusFeed.serving,
     "baseline": ChannelFeed.serving,
 }
 
@@ -595,6 +605,8 @@ class Load:
     ) -> AsyncIterator[Load]:
         argv = [PYTHON, str(BENCH / "load.py"), "--port", str(server.port), "--build", build_id]
         argv += ["--transport", transport, "--marker", marker[0], "--scale", str(marker[1])]
+        if server.kind == AUTHENTICATED:
+            argv += ["--token", mint(AUTH_SECRET, [build_id], ttl=24 * 3600)]
         started = [
             await children.start(f"load-{i}", argv, CLIENT_CORE, pipes=True)
             for i in range(processes)
@@ -790,6 +802,15 @@ class Bench:
             r
             for kind, tr in runs
             for r in await self.windows(kind, tr, p.n_steady, (p.rate,), p.window)
+        ]
+
+    async def auth(self) -> None:
+        """Access control costs nothing per delivery: it is checked when a connection opens."""
+        p = self.plan
+        runs = [(kind, tr) for tr in ("sse", "ws") for kind in ("buildcast", AUTHENTICATED)]
+        n = p.n_large or p.n_steady
+        self.results["auth"] = [
+            r for kind, tr in runs for r in await self.windows(kind, tr, n, (p.rate,), p.window)
         ]
 
     async def large(self) -> None:
@@ -1033,6 +1054,21 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def auth_ratios(results: list[dict[str, Any]]) -> list[str]:
+    by = {(r["server"], r["transport"]): r for r in results}
+    lines = []
+    for transport in ("sse", "ws"):
+        plain, guarded = by.get(("buildcast", transport)), by.get((AUTHENTICATED, transport))
+        if plain and guarded:
+            ratio = guarded["cpu_us_per_delivery"] / plain["cpu_us_per_delivery"]
+            lines.append(
+                f"{transport.upper()}: CPU/delivery {guarded['cpu_us_per_delivery']} µs with "
+                f"tokens vs {plain['cpu_us_per_delivery']} µs without: {ratio:.3f}x; "
+                f"p99 {_ms(guarded['p99_ms'])} vs {_ms(plain['p99_ms'])}"
+            )
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     out = [
         "server/client core: busy share of the core (in parentheses: processes not the bench's)",
@@ -1041,6 +1077,9 @@ def report(results: dict[str, Any]) -> str:
     for key, title in (("steady", "Steady load"), ("large", "Many subscribers")):
         if results.get(key):
             out += [f"== {title} ==", window_table(results[key]), *ratios(results[key]), ""]
+    if results.get("auth"):
+        out += ["== With and without --auth-secret ==", window_table(results["auth"])]
+        out += [*auth_ratios(results["auth"]), ""]
     if sweeps := results.get("sweep"):
         out.append(f"== Highest deliveries/s on one core (p99 < {P99_LIMIT_MS:g} ms, no loss) ==")
         out.append(window_table([s for sweep in sweeps for s in sweep["steps"]]))
@@ -1136,6 +1175,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "sweep": bench.sweep,
         "idle": bench.idle,
         "e2e": bench.end_to_end,
+        "auth": bench.auth,
     }
     try:
         for name, section in sections.items():
@@ -1151,7 +1191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-SECTIONS = ("steady", "large", "sweep", "idle", "e2e")
+SECTIONS = ("steady", "large", "sweep", "idle", "e2e", "auth")
 
 
 def main() -> None:

@@ -268,9 +268,17 @@ class Client:
     """The connections of one load process, and the figures of the current window."""
 
     def __init__(
-        self, host: str, port: int, build_id: str, transport: str, marker: str, scale: int
+        self,
+        host: str,
+        port: int,
+        build_id: str,
+        transport: str,
+        marker: str,
+        scale: int,
+        token: str | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.recorder = Recorder(marker, scale)
         self.subscribers: list[_Subscriber] = []
         self.failures: dict[str, int] = {}
@@ -284,13 +292,14 @@ class Client:
         if transport == "sse":
             request = (
                 f"GET /api/v1/builds/{build_id}/stream HTTP/1.1\r\nHost: {host}\r\n"
-                "Accept: text/event-stream\r\n\r\n"
+                f"Accept: text/event-stream\r\n{self._auth}\r\n"
             ).encode()
             return lambda ready: SseSubscriber(request, self.recorder, ready)
         key = base64.b64encode(os.urandom(16)).decode()
         upgrade = (
             f"GET /api/v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{self._auth}\r\n"
         ).encode()
         subscribe = _masked(0x1, json.dumps({"op": "subscribe", "buildId": build_id}).encode())
         return lambda ready: WsSubscriber(subscribe, upgrade, self.recorder, ready)
@@ -400,8 +409,11 @@ def main() -> None:
     parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
     parser.add_argument("--marker", default="sentNs", help="JSON key of the send time")
     parser.add_argument("--scale", type=int, default=1, help="nanoseconds per marker unit")
+    parser.add_argument("--token", help="an access token, sent as Authorization: Bearer")
     args = parser.parse_args()
-    client = Client(args.host, args.port, args.build, args.transport, args.marker, args.scale)
+    client = Client(
+        args.host, args.port, args.build, args.transport, args.marker, args.scale, args.token
+    )
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(client))
 

@@ -416,6 +416,8 @@ async def deploy(
     """Replicas on the upstream and Redis, a running build, and the viewers' process for it."""
     name = f"p{partitions}-r{replicas}"
     serve = ("serve", "--upstream", upstream.url, "--redis", redis, "--port", "0")
+    # Every viewer comes from 127.0.0.1: lift the per-address and process caps.
+    serve += ("--max-connections", "1000000", "--max-connections-per-client", "1000000")
     servers = [
         await children.start(f"serve-{name}-{i}", *BUILDCAST, *serve) for i in range(replicas)
     ]

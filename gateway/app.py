@@ -27,7 +27,8 @@ from gateway.delivery.http_errors import (
     from_http_error,
 )
 from gateway.errors import BuildcastError
-from gateway.ingest.upstream import UpstreamClient
+from gateway.guard.http import FrontDoor, access
+from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.watch import Watches
 from gateway.protocol import codec
 from gateway.protocol.endings import SHUTDOWN
@@ -42,25 +43,34 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.Application:
     """The gateway; on `redis` (which it then owns and closes) when replicas share the work."""
-    upstream = UpstreamClient(settings.upstream, timeout=settings.upstream_timeout)
+    upstream = _upstream(settings, connections=100)
+    first_looks = FirstLooks(_upstream(settings, settings.first_looks), settings.first_looks)
     shared = backends.create(settings, redis)
     fanout = Fanout(shared.bus)
-    watches = Watches(settings, upstream, shared.bus, shared.lease)
-    app = web.Application(middlewares=[errors_as_json])
+    watches = Watches(
+        settings, upstream, shared.bus, shared.lease, shared.missing, first_looks=first_looks
+    )
+    door = FrontDoor(settings)
+    app = web.Application(middlewares=[errors_as_json, door.middleware])
     heartbeats = Heartbeats(settings.heartbeat)
-    app[STATE] = GatewayState(settings, upstream, shared, fanout, watches, heartbeats)
+    app[STATE] = GatewayState(
+        settings, upstream, first_looks, shared, fanout, watches, heartbeats, door
+    )
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
+    app.on_response_prepare.append(door.on_prepare)
     app.add_routes(
         [
             web.get("/", _page(settings.web_root / "index.html")),
             web.get("/builds/{build_id}", _page(settings.web_root / "build.html")),
             web.get("/wall", _page(settings.web_root / "wall.html")),
-            web.get("/api/v1/builds/{build_id}", build_view),
-            web.get("/api/v1/builds/{build_id}/stream", build_stream, allow_head=False),
-            web.get("/api/v1/stream", multi_stream, allow_head=False),
-            web.get("/api/v1/ws", websocket, allow_head=False),
-            web.get("/api/v1/watched", watched),
+            web.get("/api/v1/builds/{build_id}", build_view, name="view"),
+            web.get(
+                "/api/v1/builds/{build_id}/stream", build_stream, allow_head=False, name="stream"
+            ),
+            web.get("/api/v1/stream", multi_stream, allow_head=False, name="multi_stream"),
+            web.get("/api/v1/ws", websocket, allow_head=False, name="ws"),
+            web.get("/api/v1/watched", watched, name="watched"),
             web.get("/api/v1/openapi.json", api_document),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
@@ -68,6 +78,16 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
         ]
     )
     return app
+
+
+def _upstream(settings: Settings, connections: int) -> UpstreamClient:
+    return UpstreamClient(
+        settings.upstream,
+        timeout=settings.upstream_timeout,
+        deadline=settings.upstream_deadline,
+        max_bytes=settings.upstream_max_bytes,
+        max_connections=connections,
+    )
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +100,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.watches.close()  # releases the leases: the backends are still open
     await state.backends.close()
     await state.upstream.aclose()
+    await state.first_looks.aclose()
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -117,8 +138,10 @@ def _page(path: Path) -> Handler:
 
 async def build_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    who = access(request)
     build_id = check_build_id(request.match_info["build_id"])
-    async with state.watches.watching(build_id):
+    who.check(build_id)
+    async with state.watches.watching(build_id, who.client):
         latest = await state.bus.latest(build_id)
     if latest is None:
         return error_response(Code.UPSTREAM_UNAVAILABLE, f"no view of {build_id} yet")
@@ -140,8 +163,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def watched(request: web.Request) -> web.Response:
     """Every build watched in the deployment, with its summary and all replicas' viewers."""
     state = request.app[STATE]
+    who = access(request)
     viewers = await state.backends.registry.viewers()
-    summaries = await state.bus.summaries(sorted(viewers))
+    summaries = await state.bus.summaries(sorted(b for b in viewers if who.allows(b)))
     builds = [{**summary, "viewers": viewers[b]} for b, summary in summaries.items()]
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
 

@@ -30,6 +30,8 @@ from gateway import settings, workers
 from gateway.app import create_app
 from gateway.backends.redis.connection import connect
 from gateway.errors import BusUnavailable
+from gateway.guard.runner import Runner
+from gateway.logs import Escape, Throttle, server_log
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 
@@ -47,6 +49,12 @@ SERVE_SETTINGS = (
     "partition_refresh",
     "lease_ttl",
     "allowed_origins",
+    "auth_secret",
+    "max_builds",
+    "max_connections",
+    "max_connections_per_client",
+    "trusted_proxies",
+    "upstream_max_bytes",
 )
 DEMO_SETTINGS = ("host", "port", "poll_active", "poll_idle", "grace", "partition_refresh")
 
@@ -189,9 +197,22 @@ def parser() -> argparse.ArgumentParser:
         "enum values as deployed versions send them: prefixed, screaming or bare",
     )
 
+    token = command("token", "mint an access token for some builds (prints it)")
+    _settings_options(token, ("auth_secret",))
+    _add(
+        token,
+        "--builds",
+        _patterns,
+        None,
+        "comma-separated build ids or patterns (* any run, ? one character) it grants",
+    )
+    _add(token, "--ttl", settings.duration, 8 * 3600.0, "how long it is valid (90s, 30m, 8h, 7d)")
+    _add(token, "--sub", str, None, "who holds it, as logs name them")
+
     tail = command("tail", "follow one build and print each change, until it ends")
     tail.add_argument("build_id", metavar="BUILD_ID")
     _add(tail, "--gateway", settings.http_url, DEFAULT_GATEWAY, "base URL of the gateway")
+    _add(tail, "--token", str, None, "access token, when the gateway asks for one")
     _flag(tail, "--json", "one JSON object a line: each message as received, plus buildStatus")
 
     wait = command(
@@ -201,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     )
     wait.add_argument("build_id", metavar="BUILD_ID")
     _add(wait, "--gateway", settings.http_url, DEFAULT_GATEWAY, "base URL of the gateway")
+    _add(wait, "--token", str, None, "access token, when the gateway asks for one")
     _add(wait, "--timeout", settings.seconds, None, "seconds before giving up with exit status 3")
     _add(
         wait,
@@ -219,12 +241,26 @@ def _settings(args: argparse.Namespace, names: Sequence[str], **given: Any) -> S
 
 
 async def _listen(
-    app: web.Application, host: str, port: int, reuse_port: bool = False
+    app: web.Application,
+    host: str,
+    port: int,
+    reuse_port: bool = False,
+    header_timeout: float = 10.0,
 ) -> web.AppRunner:
     # handler_cancellation: a client that goes away ends its stream's handler at once,
     # so its subscriber and watch are released without waiting for the next write.
     # shutdown_timeout: streams end on shutdown by themselves; this bounds anything else.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+    # keepalive_timeout: a connection without a whole request this long after it opened or
+    # after its last answer is closed (aiohttp >= 3.14.4): a slow-headers client cannot
+    # hold it. Malformed requests are logged as one line (`server_log`).
+    runner = Runner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=5,
+        keepalive_timeout=header_timeout,
+        logger=server_log,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
@@ -283,7 +319,9 @@ async def serve(args: argparse.Namespace, worker: int = 0) -> None:
         except BusUnavailable as exc:
             raise UsageError(str(exc)) from exc
     app = create_app(config, redis)
-    runner = await _listen(app, config.host, config.port, reuse_port=worker > 0)
+    runner = await _listen(
+        app, config.host, config.port, reuse_port=worker > 0, header_timeout=config.header_timeout
+    )
     shared = f", sharing builds through {config.redis}" if config.redis else ""
     who = f" (worker {worker} of {args.workers}, pid {os.getpid()})" if worker else ""
     print(
@@ -372,22 +410,43 @@ async def demo(args: argparse.Namespace) -> None:
     await _until_stopped(runner, sim_runner)
 
 
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+async def token(args: argparse.Namespace) -> int:
+    """Print a token: on stdout alone, so `TOKEN=$(buildcast token ...)` takes just it."""
+    from gateway.guard.tokens import mint
+
+    if not args.auth_secret:
+        raise UsageError(f"--auth-secret (or {_env('--auth-secret')}) is required")
+    if not args.builds:
+        raise UsageError("--builds names the builds it grants, as 'nightly-*' or 'a,b'")
+    try:
+        minted = mint(args.auth_secret, args.builds, args.ttl, args.sub)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(minted)
+    return 0
+
+
 async def tail(args: argparse.Namespace) -> int:
     from gateway.client.tail import tail  # the client loads only for the commands that use it
 
-    return await tail(args.build_id, args.gateway, json_lines=args.json)
+    return await tail(args.build_id, args.gateway, json_lines=args.json, token=args.token)
 
 
 async def wait(args: argparse.Namespace) -> int:
     from gateway.client.wait import wait
 
-    return await wait(args.build_id, args.gateway, args.timeout, args.partition)
+    return await wait(args.build_id, args.gateway, args.timeout, args.partition, token=args.token)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
     "serve": serve,
     "demo": demo,
     "simulate": simulate,
+    "token": token,
     "tail": tail,
     "wait": wait,
 }
@@ -405,6 +464,9 @@ def _runner() -> asyncio.Runner:
 def _log(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request is noise
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Escape())  # clients' text cannot forge or hide a line
+        handler.addFilter(Throttle())  # nor flood the log with lines about random ids
 
 
 def main(argv: Sequence[str] | None = None) -> int:

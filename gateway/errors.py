@@ -3,8 +3,9 @@
     BuildcastError
     ├── InvalidBuildId          a build id that breaks the rule            invalid_build_id
     ├── BadRequest              any other request a client should not send  bad_request
-    ├── TooMany                 more than a limit allows (builds per stream) too_many
-    ├── Forbidden               a browser Origin that may not open a socket forbidden
+    ├── TooMany                 more than a limit allows, maybe for now      too_many
+    ├── Unauthorized            no token, or a bad or expired one           unauthorized
+    ├── Forbidden               a build outside the token, a foreign Origin forbidden
     ├── BusUnavailable          Redis cannot be reached: transient          upstream_unavailable
     └── UpstreamError           anything the Build Graph Service did
         ├── BuildGone           the build can never be followed: its streams end
@@ -41,13 +42,28 @@ class BadRequest(BuildcastError):
 
 
 class TooMany(BuildcastError):
-    """A request for more than a limit allows (builds on one stream or socket)."""
+    """A request for more than a limit allows: for good (51 builds on one stream) or, with
+    `retry_after` seconds, for now (a replica watching its most builds, a flood of ids)."""
 
     code = Code.TOO_MANY
 
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status  # 503 when the whole process is full, not this client
+
+
+class Unauthorized(BuildcastError):
+    """No access token where one is needed, or one that is forged, expired or malformed."""
+
+    code = Code.UNAUTHORIZED
+
 
 class Forbidden(BuildcastError):
-    """A request this client may not make (a WebSocket from a foreign browser Origin)."""
+    """A request this client may not make: a build its token does not name, a WebSocket
+    from a foreign browser Origin."""
 
     code = Code.FORBIDDEN
 

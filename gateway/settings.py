@@ -10,13 +10,18 @@ is the one place that reads options and the environment and builds a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from gateway.protocol.rules import HEARTBEAT_SECONDS, STREAM_BUILDS
+
+MIN_SECRET_BYTES = 32
+"""HS256 keys shorter than the hash (RFC 7518 3.2) make tokens forgeable by brute force."""
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 API_DOCUMENT = WEB_ROOT.parent / "docs" / "openapi.yaml"
@@ -35,6 +40,18 @@ def seconds(text: str) -> float:
     if not value > 0:
         raise ValueError(f"must be a positive number of seconds, not {text}")
     return value
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d|)\s*", re.IGNORECASE)
+_SECONDS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds, written as 90, 90s, 30m, 8h or 7d."""
+    match = _DURATION.fullmatch(text)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m or 8h")
+    return float(match[1]) * _SECONDS[match[2].lower()]
 
 
 def tcp_port(text: str) -> int:
@@ -71,6 +88,40 @@ def origins(text: str) -> tuple[str, ...]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             raise ValueError(f"{origin!r} is not an Origin like https://host:port")
     return found
+
+
+def secret(text: str) -> str:
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"the secret must be at least {MIN_SECRET_BYTES} bytes (it is {len(text.encode())}):"
+            " tokens signed with a short one can be forged by guessing it"
+        )
+    return text
+
+
+def networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    found = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an address or network like 10.0.0.0/8") from None
+    return tuple(found)
+
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*(|k|kib|m|mib|g|gib)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+_UNITS |= {"g": 1 << 30, "gib": 1 << 30}
+
+
+def size(text: str) -> int:
+    """Bytes, written as 65536, 64KiB, 64MiB or 1GiB."""
+    match = _SIZE.fullmatch(text)
+    if match is None or int(match[1]) < 1:
+        raise ValueError(f"{text!r} is not a size like 64MiB")
+    return int(match[1]) * _UNITS[match[2].lower()]
 
 
 def _number(text: str, kind: Callable[[str], T], what: str) -> T:
@@ -128,14 +179,57 @@ class Settings:
         (),
         flag="--allow-origin",
     )
+    auth_secret: str | None = option(
+        "secret that signs access tokens (HS256, at least 32 bytes); none: no access control",
+        secret,
+        None,
+    )
+    max_builds: int = option("builds this replica watches at most; more get 429", count, 2000)
+    max_connections: int = option(
+        "open requests, streams and sockets per process; more get 503", count, 10_000
+    )
+    max_connections_per_client: int = option(
+        "open requests, streams and sockets per client address; more get 429", count, 256
+    )
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = option(
+        "comma-separated addresses or networks of proxies whose X-Forwarded-For names the client",
+        networks,
+        (),
+        flag="--trusted-proxy",
+    )
+    upstream_max_bytes: int = option(
+        "largest upstream answer read (64MiB, 1GiB, ...); a larger one leaves the view stale",
+        size,
+        64 << 20,
+    )
     # Upstream requests one poller may have in flight for partition statuses.
     partition_concurrency: int = 8
+    # Each read of an upstream answer, and the whole request: a server that answers a byte
+    # a second passes the first, never the second.
     upstream_timeout: float = 5.0
+    upstream_deadline: float = 10.0
+    # First looks at builds nobody watches yet: at most this many upstream requests at
+    # once per process, and this many new builds per second per client address, so a flood
+    # of random ids never makes the pollers of watched builds late.
+    first_looks: int = 16
+    new_builds_per_second: float = 20.0
+    # Seconds to send a request's headers; also how long an idle keep-alive connection stays.
+    header_timeout: float = 10.0
+    # A token's `exp` may be this late, for clocks that disagree a little.
+    token_leeway: float = 5.0
+    # WebSocket client frames: a sustained rate and a burst, and replies queued at most.
+    ws_frames_per_second: float = 20.0
+    ws_frame_burst: int = 50
+    ws_queued_replies: int = 64
+    # Memory in bytes, not only counts: one build's resume history, one job run's log.
+    history_bytes: int = 16 << 20
+    log_lines: int = 5000
+    log_bytes: int = 1 << 20
     # Longest wait after an upstream failure, doubling from the poll interval.
     max_backoff: float = 30.0
-    # An unknown build id is remembered this long, so a storm of requests for it
-    # costs the upstream one request, not one per request.
-    not_found_ttl: float = 5.0
+    # An id the upstream called unknown or malformed is remembered this long (by every
+    # replica, on Redis), so a storm of requests for it costs the upstream one request.
+    not_found_ttl: float = 60.0
     heartbeat: float = HEARTBEAT_SECONDS
     # The client's EventSource reconnect delay, sent once as `retry:`.
     retry_ms: int = 2000

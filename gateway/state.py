@@ -9,7 +9,8 @@ from aiohttp import web
 from gateway.backends import Backends, Bus
 from gateway.delivery.fanout import Fanout
 from gateway.delivery.heartbeat import Heartbeats
-from gateway.ingest.upstream import UpstreamClient
+from gateway.guard.http import FrontDoor
+from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.watch import Watches
 from gateway.settings import Settings
 
@@ -18,10 +19,12 @@ from gateway.settings import Settings
 class GatewayState:
     settings: Settings
     upstream: UpstreamClient
+    first_looks: FirstLooks
     backends: Backends
     fanout: Fanout
     watches: Watches
     heartbeats: Heartbeats
+    door: FrontDoor
     # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 

@@ -68,8 +68,8 @@ step "checking style and types (ruff, mypy --strict)"
 .venv/bin/mypy gateway
 
 if $fast; then
-    step "running the fast lane (no browser, no Redis, no benchmarks)"
-    exec .venv/bin/pytest -m "not browser and not integration and not bench" "$@"
+    step "running the fast lane (no browser, no Redis, no benchmarks; two processes)"
+    exec .venv/bin/pytest -m "not browser and not integration and not bench" -n 2 --dist loadfile "$@"
 fi
 step "running the tests"
 exec .venv/bin/pytest "$@"

@@ -41,6 +41,9 @@ def settings(upstream: TestServer) -> Settings:
         poll_idle=0.3,
         grace=1.0,
         partition_refresh=30.0,
+        # Every test client comes from 127.0.0.1: the per-address limits have tests of their own.
+        max_connections_per_client=10_000,
+        new_builds_per_second=10_000.0,
     )
 
 

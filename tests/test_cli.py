@@ -60,6 +60,13 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["--log-level", "chatty", "simulate"], {}, "is not one of"),
         (["serve", "--upstream", "http://x", "--redis", "http://r"], {}, "not a redis://"),
         (["serve", "--upstream", "http://x", "--allow-origin", "wall.test"], {}, "not an Origin"),
+        (["serve", "--upstream", "http://x", "--auth-secret", "short"], {}, "at least 32 bytes"),
+        (["serve", "--upstream", "http://x"], {"BUILDCAST_AUTH_SECRET": "s" * 31}, "32 bytes"),
+        (["serve", "--upstream", "http://x", "--port", "abc"], {}, "'abc' is not a TCP port"),
+        (["serve", "--upstream", "http://x", "--trusted-proxy", "lan"], {}, "not an address"),
+        (["serve", "--upstream", "http://x", "--upstream-max-bytes", "lots"], {}, "not a size"),
+        (["token", "--builds", "br-*"], {}, "--auth-secret (or BUILDCAST_AUTH_SECRET) is required"),
+        (["token", "--auth-secret", "s" * 32], {}, "--builds names the builds"),
         (
             ["serve", "--upstream", "http://x"],
             {"BUILDCAST_REDIS": "redis://127.0.0.1:9/0"},
@@ -130,3 +137,29 @@ def test_env_variables_configure_every_option() -> None:
     assert result.returncode == 0
     for env in ("BUILDCAST_UPSTREAM", "BUILDCAST_PORT", "BUILDCAST_POLL_ACTIVE", "BUILDCAST_GRACE"):
         assert env in result.stdout
+
+
+def test_a_minted_token_is_printed_alone_and_opens_what_it_names() -> None:
+    from gateway.guard.tokens import verify
+
+    result = run(
+        "token",
+        "--builds",
+        "nightly-*,br-7f3a",
+        "--ttl",
+        "2h",
+        "--sub",
+        "wall-3",
+        env={"BUILDCAST_AUTH_SECRET": "s" * 32},
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert "\n" not in token, "the token alone, for TOKEN=$(buildcast token ...)"
+    granted = verify(token, "s" * 32, leeway=0)
+    assert granted.patterns == ("nightly-*", "br-7f3a") and granted.subject == "wall-3"
+
+
+def test_global_options_may_follow_the_command() -> None:
+    result = run("simulate", "--log-level", "chatty")
+    assert result.returncode == 2 and "is not one of" in result.stderr
+    assert "default None" not in run("serve", "--help").stdout

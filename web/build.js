@@ -38,8 +38,9 @@
   };
   const stream = new BuildcastStream({
     stats,
-    // Only a gateway in trouble is worth retrying: a 4xx (not found, invalid, not allowed,
-    // too many) answers the same every time.
+    // Only a gateway in trouble is worth retrying: a 4xx (not found, invalid, no or a bad
+    // token, not allowed, too many) answers the same every time. A 429 that says when to
+    // come back (Retry-After) is waited out by the stream itself.
     isFinal: ({ status }) => status >= 400 && status < 500,
     on: { state: renderConnection, snapshot: onSnapshot, delta: onDelta, notice: onNotice, end: onEnd },
   });
@@ -126,8 +127,11 @@
         : `Build ${buildId} was not found: it no longer exists upstream.`);
     } else if (code === INVALID_BUILD_ID || (!code && status === 400)) {
       end(INVALID_BUILD_ID, `"${buildId}" is not a valid build id.`);
-    } else if (code === UNAUTHORIZED || code === FORBIDDEN) {
-      end(code, message || "You may not see this build.");
+    } else if (code === UNAUTHORIZED || (!code && status === 401)) {
+      forgetToken();  // refused or expired: a reload relies on the cookie, or on a new link
+      end(UNAUTHORIZED, tokenRefusedText(message));
+    } else if (code === FORBIDDEN || (!code && status === 403)) {
+      end(FORBIDDEN, `This access token does not allow build ${buildId}.`);
     } else {
       end(code || String(status), message || code || `HTTP ${status}`);
     }
@@ -205,7 +209,8 @@
   /** The indicator's state and label, the age of the data shown, and the notice, if any. */
   function connection() {
     if (ended) {
-      const label = { [NOT_FOUND]: "not found", [INVALID_BUILD_ID]: "invalid id" }[ended.code];
+      const label = { [NOT_FOUND]: "not found", [INVALID_BUILD_ID]: "invalid id",
+        [UNAUTHORIZED]: "no access", [FORBIDDEN]: "not allowed" }[ended.code];
       return { state: "down", label: label || "ended", notice: { text: ended.text, error: true } };
     }
     const state = stream.state;
@@ -220,26 +225,35 @@
         notice: { text: `Live updates are paused: ${paused}. The page catches up by itself.` } };
     }
     if (view.stale) {
-      return { state: "stale", label: "upstream stale", age: freshAt ?? view.updatedAtMs,
+      // The gateway's word for when the upstream last answered, else what the page saw.
+      return { state: "stale", label: "upstream stale",
+        age: view.checkedAtMs ?? freshAt ?? view.updatedAtMs,
         notice: { text: "The Build Graph Service cannot be read right now: "
           + "this is the last known state, and it updates again by itself." } };
     }
     return { state: "live", label: "live" };
   }
 
-  /** A stream the gateway would not open, and why (a 4xx ended the page instead). */
+  /** A stream the gateway would not open, and why (a 4xx ended the page instead, but a 429
+   * that said when to come back). */
   function refused({ status, code, message }) {
+    const wait = stream.retryAt ? Math.ceil((stream.retryAt - Date.now()) / 1000) : 0;
+    const retrying = wait > 1 ? `Retrying in ${wait} s…` : "Retrying…";
     if (status === 0) {
       return { state: "down", label: "gateway unreachable", age: currentAt,
-        notice: { text: "The gateway cannot be reached. Retrying…", error: true } };
+        notice: { text: `The gateway cannot be reached. ${retrying}`, error: true } };
     }
     const why = message || code || `HTTP ${status}`;
     if (status >= 500) {
       return { state: "down", label: "upstream unavailable", age: currentAt, notice: { error: true,
-        text: `The Build Graph Service cannot be read right now (${why}). Retrying…` } };
+        text: `The Build Graph Service cannot be read right now (${why}). ${retrying}` } };
+    }
+    if (status === 429) {
+      return { state: "reconnecting", label: "gateway busy", age: currentAt,
+        notice: { text: `The gateway is busy (${why}). ${retrying}`, error: true } };
     }
     return { state: "reconnecting", label: "reconnecting…", age: currentAt,
-      notice: { text: `The gateway refused the stream (${why}). Retrying…`, error: true } };
+      notice: { text: `The gateway refused the stream (${why}). ${retrying}`, error: true } };
   }
 
   function renderConnection() {
@@ -466,7 +480,13 @@
   function jobDetails(event) {
     const job = event.job;
     const lines = job.logLines || [];
+    const cut = Number(job.truncatedLines) || 0;  // the gateway keeps a long log's tail only
     const logs = el("pre", { class: "logs", tabindex: "0", "aria-label": "Job log" });
+    if (cut > 0) {
+      const text = `${cut.toLocaleString()} earlier line${cut === 1 ? "" : "s"} not shown`;
+      logs.append(el("span", { class: "ln cut" }, text), "\n");
+      logs.style.counterReset = `ln ${cut}`;  // the kept lines keep their own numbers
+    }
     for (const text of lines) logs.append(el("span", { class: "ln" }, text), "\n");
     const copy = el("button", { type: "button", class: "btn small-btn" }, "Copy log");
     copy.addEventListener("click", () => copyLog(copy, logs, lines));
@@ -475,7 +495,8 @@
     const details = el("details", { class: "job" },
       el("summary", {},
         el("span", { class: "job-label" }, job.jobLabel || "job"), " ", badge(job.status), " ",
-        el("span", { class: "small" }, `${lines.length} log line${lines.length === 1 ? "" : "s"}`)),
+        el("span", { class: "small" }, cut ? `${lines.length.toLocaleString()} of ${(cut + lines.length).toLocaleString()} log lines`
+          : `${lines.length} log line${lines.length === 1 ? "" : "s"}`)),
       el("dl", { class: "job-facts" },
         el("dt", {}, "Job"), el("dd", {}, job.jobLabel || "—"),
         el("dt", {}, "Run id"), el("dd", { class: "mono" }, job.jobRunId || "—"),

@@ -1,6 +1,92 @@
 "use strict";
-// Shared by the pages: DOM building that only ever sets text (never HTML), status colours,
-// progress bars, time formatting in the viewer's own time zone, the watched list, settings.
+// Shared by the pages: the access token, DOM building that only ever sets text (never HTML),
+// status colours, progress bars, time formatting in the viewer's own time zone, the watched
+// list, settings.
+
+// ------------------------------------------------------------------ the access token
+// A page opened with `?token=T` (a link handed out, how a wall screen logs in) keeps T for
+// this tab in sessionStorage and takes it out of the address bar at once: it is then neither
+// bookmarked, copied with the link nor kept in the history. Every request of the page then
+// carries it: `?token=` on EventSource URLs (EventSource cannot set headers), a Bearer header
+// on fetch(). A page with no token relies on the gateway's cookie (an SSO proxy sets it),
+// which same-origin requests carry by themselves.
+
+const TOKEN_KEY = "buildcast.token";
+let tokenInMemory = null;  // where sessionStorage is unavailable (storage blocked)
+
+/** The access token this tab holds, or null (then the cookie, if any, speaks for it). */
+function accessToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? tokenInMemory;
+  } catch (e) {
+    return tokenInMemory;
+  }
+}
+
+function keepToken(token) {
+  tokenInMemory = token;
+  try {
+    if (token === null) sessionStorage.removeItem(TOKEN_KEY);
+    else sessionStorage.setItem(TOKEN_KEY, token);
+  } catch (e) { /* kept in memory for this page only */ }
+}
+
+/** Drops the token the gateway refused: a reload then relies on the cookie, or a new link. */
+function forgetToken() {
+  keepToken(null);
+}
+
+/** Moves `?token=` from the address bar into the tab's storage; the other parameters stay as
+ * they were written. Runs once, before any page script reads `location.search`. */
+function takeToken() {
+  const given = new URLSearchParams(location.search).get("token");
+  if (given === null) return;
+  const isToken = (pair) => {
+    try {
+      return decodeURIComponent(pair.split("=")[0].replace(/\+/g, " ")) === "token";
+    } catch (e) {
+      return false;
+    }
+  };
+  const kept = location.search.slice(1).split("&").filter((pair) => pair && !isToken(pair));
+  const search = kept.length ? `?${kept.join("&")}` : "";
+  history.replaceState(history.state, "", `${location.pathname}${search}${location.hash}`);
+  if (given.trim()) keepToken(given.trim());
+}
+
+takeToken();
+
+/** fetch() of a gateway API path, with the tab's token (if it holds one) as a Bearer header. */
+function apiFetch(path, init = {}) {
+  const headers = new Headers(init.headers);
+  const token = accessToken();
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  return fetch(path, { cache: "no-store", ...init, headers });
+}
+
+/** A gateway's refusal as {status, code, message}, from its JSON error body when it has one;
+ * `retryAfterMs` too when it said when to come back (Retry-After: seconds, or a date). */
+async function refusalOf(response) {
+  let error = {};
+  try {
+    error = (await response.json()).error || {};
+  } catch (e) { /* not the gateway's JSON: a proxy's page */ }
+  const refusal = { status: response.status, code: error.code || "", message: error.message || "" };
+  const after = response.headers.get("Retry-After");
+  if (after !== null && after.trim() !== "") {
+    const seconds = /^\s*\d+\s*$/.test(after) ? Number(after) : (Date.parse(after) - Date.now()) / 1000;
+    if (Number.isFinite(seconds)) refusal.retryAfterMs = Math.max(0, seconds * 1000);
+  }
+  return refusal;
+}
+
+/** What a person reads when the gateway wants a token it was not given, or a fresh one. */
+function tokenRefusedText(message) {
+  const why = message ? ` (the gateway says: ${message})` : "";
+  return `Access token missing or expired: open this page again with a new token${why}.`;
+}
+
+// ------------------------------------------------------------------ DOM
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -138,10 +224,14 @@ function isoTime(ms) {
   return ms === null || ms === undefined ? null : new Date(ms).toISOString();
 }
 
-/** The builds this gateway watches now: it answers from memory, so asking costs the upstream nothing. */
+/** The builds this gateway watches now (those the token names): it answers from memory, so
+ * asking costs the upstream nothing. A refusal throws an Error with its `status` and `code`. */
 async function fetchWatched() {
-  const response = await fetch("/api/v1/watched", { cache: "no-store", signal: AbortSignal.timeout(8000) });
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const response = await apiFetch("/api/v1/watched", { signal: AbortSignal.timeout(8000) });
+  if (!response.ok) {
+    const { status, code, message } = await refusalOf(response);
+    throw Object.assign(new Error(message || `HTTP ${status}`), { status, code });
+  }
   const { builds } = await response.json();
   return Array.isArray(builds) ? builds : [];
 }

@@ -5,6 +5,7 @@
 // it costs the upstream nothing). The page deliberately opens no stream: a stream would make
 // it a viewer of every build it lists, and so keep them all watched (listed) for as long as
 // it stays open. Rows are updated in place, keyed by build id; texts go in as text only.
+// A gateway that wants a (new) access token is said, and no longer asked.
 
 (() => {
   const REFRESH_MS = numberOr(window.BUILDCAST_HOME_REFRESH_MS, 2000);
@@ -83,18 +84,25 @@
   }
 
   async function refresh() {
+    let again = true;
     try {
       render(await fetchWatched());
       notice.hidden = true;
       document.body.classList.remove("unreachable");
     } catch (error) {
-      // The last list stays, dimmed, under the notice: it is what was true a moment ago.
-      setText(notice, `Gateway unreachable (${error.name === "TimeoutError" ? "no answer" : error.message}). `
-        + "The list below may be out of date; retrying…");
+      if (error.status === 401) {  // asking again answers the same: a new token is needed
+        forgetToken();
+        again = false;
+        setText(notice, tokenRefusedText(error.message));
+      } else {
+        // The last list stays, dimmed, under the notice: it is what was true a moment ago.
+        setText(notice, `Gateway unreachable (${error.name === "TimeoutError" ? "no answer" : error.message}). `
+          + "The list below may be out of date; retrying…");
+      }
       notice.hidden = false;
       document.body.classList.add("unreachable");
     } finally {
-      setTimeout(refresh, REFRESH_MS);
+      if (again) setTimeout(refresh, REFRESH_MS);
     }
   }
 

@@ -10,7 +10,11 @@
 // Resuming: the `id:` of each message is a cursor, the `~`-joined `EPOCH.SEQ.TAG` token of each
 // build, its TAG naming the build. The stream keeps the latest token of every build it follows,
 // so any reopen (a drop, a resync, a change of builds, a hidden tab shown again) resumes each
-// build where it was. It names the cursor as `?lastEventId=`: EventSource cannot set headers.
+// build where it was. It names the cursor as `?lastEventId=`, and the tab's access token (if it
+// holds one: common.js) as `?token=`: EventSource cannot set headers.
+//
+// A refusal that says when to come back (429 or 503 with Retry-After) waits at least that long
+// and is never final; which other refusals end the stream is the page's to say (`isFinal`).
 
 /** Milliseconds before reconnect `attempt` (1, 2, ...): the Python client's formula
  * (gateway/client/updates.py), doubling up to `cap`, jittered down to half so that a crowd
@@ -21,6 +25,11 @@ function backoff(attempt, base, cap, rand = Math.random) {
 
 const EXPLAIN_MS = 10_000;      // how long asking why a stream did not open may take
 const RESYNC_CALM_MS = 10_000;  // a resync this soon after the last one waits out a backoff
+
+/** Whether a refusal is one to wait out: the gateway said when to come back. */
+function isTemporary({ status, retryAfterMs }) {
+  return retryAfterMs !== undefined && (status === 429 || status >= 500);
+}
 
 /** The JSON object `text` holds, or null: a message that is anything else is not one of ours. */
 function parseObject(text) {
@@ -38,7 +47,8 @@ const seqOf = (token) => token.split(".")[1];
 /**
  * Why a stream did not open, asked once with fetch since EventSource tells no HTTP status:
  * null when it opens now (the failure was passing), else {status, code, message} from the
- * gateway's error body; status 0 is a gateway that cannot be reached at all.
+ * gateway's error body (and retryAfterMs: refusalOf()); status 0 is a gateway that cannot be
+ * reached at all.
  */
 async function explainRefusal(url) {
   const abort = new AbortController();
@@ -47,12 +57,9 @@ async function explainRefusal(url) {
     const response = await fetch(url, { cache: "no-store", signal: abort.signal });
     const type = response.headers.get("Content-Type") || "";
     if (response.ok && type.startsWith("text/event-stream")) return null;
-    let error = {};
-    try {
-      error = (await response.json()).error || {};
-    } catch (e) { /* not the gateway's JSON: a proxy's page */ }
-    const message = error.message || (response.ok ? "not an event stream" : "");
-    return { status: response.status, code: error.code || "", message };
+    const refusal = await refusalOf(response);
+    if (response.ok && !refusal.message) refusal.message = "not an event stream";
+    return refusal;
   } catch (e) {
     return { status: 0, code: "", message: "gateway unreachable" };
   } finally {
@@ -65,10 +72,12 @@ class BuildcastStream {
   /**
    * on: handlers, each optional: state(state), snapshot(buildId, message), delta(buildId,
    *   message), notice(buildId, text) for a pause notice, end(buildId, {code, message, status})
-   *   when a build's stream is over for good (buildId null: the whole stream's).
+   *   when a build's stream is over for good (buildId null: the whole stream's, refused for
+   *   good; a multi-build stream then follows nothing until told what: follow()).
    * multi: the several-build URL even for one build (the wall); else the build's own stream.
    * baseMs, capMs: the backoff. silenceMs: reopen from the cursor after this long without a
-   *   message (0: never). isFinal(refusal): whether a refused stream ends instead of retrying.
+   *   message (0: never). isFinal(refusal): whether a refused stream ends instead of retrying
+   *   (never asked of a refusal with Retry-After: that one is waited out).
    * stats: the page's counters, where the stream adds connects, resyncs and silentReopens.
    */
   constructor({ on = {}, multi = false, baseMs = 1000, capMs = 30_000, silenceMs = 0,
@@ -179,6 +188,8 @@ class BuildcastStream {
     if (this.multi) for (const id of this.builds) query.append("build", id);
     const cursor = this.cursor;
     if (cursor) query.set("lastEventId", cursor);
+    const token = accessToken();
+    if (token) query.set("token", token);
     const path = this.multi
       ? "/api/v1/stream" : `/api/v1/builds/${encodeURIComponent(this.builds[0])}/stream`;
     const search = String(query);
@@ -229,18 +240,24 @@ class BuildcastStream {
     const attempt = this.#attempt;
     const refusal = await explainRefusal(url);
     if (attempt !== this.#attempt) return;  // paused, closed or reopened meanwhile
-    if (refusal && this.isFinal(refusal)) {
-      this.on.end?.(this.multi ? null : this.builds[0], refusal);
-      this.close();
+    if (refusal && !isTemporary(refusal) && this.isFinal(refusal)) {
+      if (this.multi) {  // the page may follow other builds (without those refused, say)
+        this.#dropAll();
+        this.on.end?.(null, refusal);
+      } else {
+        this.on.end?.(this.builds[0], refusal);
+        this.close();
+      }
       return;
     }
     this.refusal = refusal;
     if (!refusal) this.failures = Math.min(this.failures, 1);  // it opens now: retry soon
-    this.#retryLater();
+    this.#retryLater(refusal?.retryAfterMs);
   }
 
-  #retryLater() {
-    const delay = backoff(this.failures, this.baseMs, this.capMs);
+  /** Reopens after the backoff, or after `atLeastMs` when that is longer (a Retry-After). */
+  #retryLater(atLeastMs = 0) {
+    const delay = Math.max(atLeastMs, backoff(this.failures, this.baseMs, this.capMs));
     this.retryAt = Date.now() + delay;
     this.#retryTimer = setTimeout(() => this.#open(), delay);
     this.#notify();
@@ -366,6 +383,15 @@ class BuildcastStream {
       this.close();
       return;
     }
+    this.#stop();
+    this.#notify();
+  }
+
+  #dropAll() {
+    for (const id of this.builds) this.#forget(id);
+    this.builds = [];
+    this.refusal = null;
+    this.failures = 0;
     this.#stop();
     this.#notify();
   }

@@ -9,7 +9,13 @@
 // Nothing needs a click. Every text from the gateway goes into the DOM as text, never as HTML.
 //
 // Query: build=ID (repeatable, up to 50), keep=DURATION (how long an ended build stays in
-// watched mode: "600", "90s", "10m", "1h", "500ms"; a bare number is seconds).
+// watched mode: "600", "90s", "10m", "1h", "500ms"; a bare number is seconds), token=T (the
+// access token: common.js keeps it and takes it out of the address bar).
+//
+// Access: with no token, or a refused or expired one, the wall says so and stops: a wall
+// cannot get a new token by itself. A build the token does not name gets a tile saying so
+// (the gateway refuses a stream naming any such build: the wall asks which, and follows the
+// others).
 // Tests may set window.BUILDCAST_WALL_KEEP_ENDED_MS, ..._WATCHED_MS, ..._MAX_BACKOFF_MS and
 // ..._SILENCE_MS before the page runs.
 
@@ -25,7 +31,7 @@
   const FAILED_SHOWN = 3;       // failing partitions named on a tile before "+N more"
   const EM_ACROSS = 17;         // a tile's width in em of its type...
   const LINES_DOWN = 13;        // ...and its height in lines: the type scales with the tile
-  const { NOT_FOUND, INVALID_BUILD_ID } = RULES.codes;
+  const { NOT_FOUND, INVALID_BUILD_ID, UNAUTHORIZED, FORBIDDEN } = RULES.codes;
 
   const grid = document.getElementById("grid");
   const connNode = document.getElementById("conn");
@@ -37,10 +43,14 @@
   const paused = new Set();     // builds whose live updates the gateway said are paused
   let pauseReason = "";         // the last such notice
   let listDown = null;          // why the watched list cannot be read; "" once it was, null before
+  let denied = "";              // why the gateway wants a (new) access token: the wall stopped
+  let sorting = false;          // asking which builds the token does not name: no reopen meanwhile
   const clockSamples = [];      // Date.now() - updatedAtMs of live deltas: the clock offset
   const stats = { snapshots: {}, deltas: 0 };  // the stream adds connects, resyncs, silentReopens
   const stream = new BuildcastStream({
     multi: true, stats, capMs: MAX_BACKOFF_MS, silenceMs: SILENCE_MS,
+    // Anything else is retried forever: nobody is there to click.
+    isFinal: ({ status }) => status === 401 || status === 403,
     on: { state: renderConn, snapshot: onSnapshot, delta: onDelta, notice: onNotice, end: onEnd },
   });
   window.BuildcastWall = { stats, cursor: () => stream.cursor };  // for tests and devtools
@@ -94,7 +104,7 @@
       el("p", { class: "tile-status" }, prefix, word),
       meter.bar, counts, elapsed, failing);
     const tile = { id, node, flag, prefix, word, meter, counts, elapsed, failing,
-      phase, view: null, summary, note: "" };
+      phase, view: null, summary, note: "", notePrefix: "" };
     tiles.set(id, tile);
     grid.append(node);
     renderTile(tile);
@@ -159,16 +169,10 @@
 
     // The full status is the tile's text ("BuildRequestExecuting"); its last word is the big one.
     const split = /^(BuildRequest)(?=[A-Z])(.*)$/.exec(statusText);
-    setText(tile.prefix, split ? split[1] : "");
+    setText(tile.prefix, split ? split[1] : tile.phase === "gone" ? tile.notePrefix : "");
     setText(tile.word, split ? split[2] : statusText);
 
-    const stale = !over && Boolean(tile.view?.stale ?? tile.summary?.stale);
-    const flag = paused.has(tile.id) ? "paused" : stale ? "stale" : "";
-    setText(tile.flag, flag);
-    tile.flag.hidden = !flag;
-    tile.flag.title = flag === "stale" ? "the gateway cannot read this build upstream: the last good state"
-      : flag === "paused" ? "live updates are paused" : "";
-    node.classList.toggle("is-stale", Boolean(flag));
+    renderFlag(tile, over);
 
     const progress = over ? null : progressOf(tile);
     tile.meter.bar.hidden = tile.counts.hidden = !progress;
@@ -181,6 +185,24 @@
       renderFailing(tile, null);
     }
     renderElapsed(tile);
+  }
+
+  /** "paused", or "stale" with the data's age when the gateway said when the upstream last
+   * answered; the flag moves with the clock. */
+  function renderFlag(tile, over = tile.phase === "invalid" || tile.phase === "gone") {
+    const data = tile.view ?? tile.summary;
+    const stale = !over && Boolean(data?.stale);
+    const checkedAt = stale && Number.isFinite(data.checkedAtMs) ? data.checkedAtMs : null;
+    let flag = "";
+    if (paused.has(tile.id)) flag = "paused";
+    else if (stale) flag = checkedAt === null ? "stale" : `stale · ${formatAgo(checkedAt, serverNow())}`;
+    setText(tile.flag, flag);
+    tile.flag.hidden = !flag;
+    tile.flag.title = paused.has(tile.id) ? "live updates are paused"
+      : !stale ? ""
+        : checkedAt === null ? "the gateway cannot read this build upstream: the last good state"
+          : `the gateway cannot read this build upstream: the last good state, from ${formatDateTime(checkedAt)}`;
+    tile.node.classList.toggle("is-stale", Boolean(flag));
   }
 
   function renderFailing(tile, progress) {
@@ -260,6 +282,10 @@
       .map((t) => t.id).slice(0, MAX_BUILDS);
   }
 
+  function followWanted() {
+    if (!sorting && !denied) stream.follow(wanted());
+  }
+
   function onSnapshot(id, message) {
     const tile = tiles.get(id);
     tile.view = trimmed(message.view);
@@ -291,9 +317,19 @@
     renderConn();
   }
 
-  /** The gateway dropped a build from the stream (not_found, ...); the others go on. */
-  function onEnd(id, { code, message }) {
+  /** The gateway dropped a build from the stream (not_found, ...); the others go on. A null
+   * id: it refused the whole stream for good (401, 403). */
+  function onEnd(id, { code, message, status }) {
+    if (code === UNAUTHORIZED || (!code && status === 401)) {
+      deny(message);
+      return;
+    }
+    if (id === null) {
+      sortOutRefusal(message || code || `HTTP ${status}`);
+      return;
+    }
     const tile = tiles.get(id);
+    if (!tile) return;
     paused.delete(id);
     if (MODE === "watched") {
       removeTile(id);
@@ -302,16 +338,68 @@
       tile.phase = "gone";
       tile.view = null;
       tile.note = code === NOT_FOUND ? "not found"
-        : code === INVALID_BUILD_ID ? "not a valid build id" : message || code || "unavailable";
+        : code === INVALID_BUILD_ID ? "not a valid build id"
+          : code === FORBIDDEN ? "not allowed" : message || code || "unavailable";
+      tile.notePrefix = code === FORBIDDEN ? "the access token does not name it" : "";
       renderTile(tile);
     }
     renderConn();
+  }
+
+  /** No token, or one refused or expired: every tile stops, the indicator says why. */
+  function deny(message) {
+    forgetToken();  // a reload then relies on the cookie, or on a link with a new token
+    denied = tokenRefusedText(message);
+    stream.close();
+    for (const tile of tiles.values()) {
+      if (tile.phase !== "waiting" && tile.phase !== "live") continue;
+      tile.phase = "gone";
+      tile.view = null;
+      tile.note = "no access";
+      tile.notePrefix = "access token missing or expired";
+      renderTile(tile);
+    }
+    renderConn();
+  }
+
+  /**
+   * The gateway refused the whole stream (403): a build the token does not name spoils it for
+   * every other. Which ones is asked build by build (the view's route, HEAD: the answer is
+   * the status); their tiles say so and the stream follows the others.
+   */
+  async function sortOutRefusal(why) {
+    const ids = wanted();
+    sorting = true;
+    const answers = await Promise.all(ids.map(async (id) => {
+      try {
+        const path = `/api/v1/builds/${encodeURIComponent(id)}`;
+        return (await apiFetch(path, { method: "HEAD", signal: AbortSignal.timeout(10_000) })).status;
+      } catch (e) {
+        return 0;
+      }
+    }));
+    sorting = false;
+    if (denied) return;
+    if (answers.includes(401)) {
+      deny("");
+      return;
+    }
+    const refused = ids.filter((id, i) => answers[i] === 403);
+    if (!refused.length) {  // it would refuse again, for a reason the wall cannot tell apart
+      denied = `The gateway refused the stream: ${why}`;
+      stream.close();
+      renderConn();
+      return;
+    }
+    for (const id of refused) onEnd(id, { code: FORBIDDEN, message: "" });
+    followWanted();
   }
 
   // ------------------------------------------------------------------ connection indicator
 
   /** The stream's state, with what only the wall knows: pause notices, the watched list. */
   function connState() {
+    if (denied) return { state: "denied", reason: denied };
     const state = stream.state;
     if (state === "live" && paused.size) return { state: "paused", reason: pauseReason };
     if (state === "idle") {
@@ -338,6 +426,7 @@
       case "paused": text = `paused: ${reason}${age}`; break;
       case "idle": text = MODE === "named" ? "nothing to follow" : "waiting for watched builds"; break;
       case "connecting": text = "connecting…"; break;
+      case "denied": text = reason; break;
       default: {
         const { retryAt } = stream;
         const wait = retryAt ? ` · retrying in ${Math.max(1, Math.ceil((retryAt - now) / 1000))} s` : " · retrying…";
@@ -348,7 +437,7 @@
     connNode.dataset.state = state;
     document.body.dataset.conn = state;
     // The data is stale when it may be behind and the wall knows it: the stream is down or paused.
-    document.body.classList.toggle("stale", state === "down" || state === "paused");
+    document.body.classList.toggle("stale", state === "down" || state === "paused" || state === "denied");
   }
 
   // ------------------------------------------------------------------ watched mode
@@ -356,13 +445,18 @@
   async function refreshWatched() {
     try {
       const builds = await fetchWatched();
+      if (denied) return;
       listDown = "";
       mergeWatched(builds);
     } catch (e) {
-      listDown = "gateway unreachable";  // the tiles stay as they are
-      renderConn();
+      if (e.status === 401) {
+        deny(e.message);
+      } else {
+        listDown = "gateway unreachable";  // the tiles stay as they are
+        renderConn();
+      }
     } finally {
-      setTimeout(refreshWatched, WATCHED_MS);
+      if (!denied) setTimeout(refreshWatched, WATCHED_MS);
     }
   }
 
@@ -395,7 +489,7 @@
     // A tile stays while the wall follows it even when the list lacks it: after a gateway
     // restart the list is empty until this very wall's stream is back.
     if (added) layout();
-    stream.follow(wanted());
+    followWanted();
   }
 
   function expireEnded() {
@@ -410,14 +504,17 @@
     }
     if (removed) {
       layout();
-      stream.follow(wanted());
+      followWanted();
     }
   }
 
   // ------------------------------------------------------------------ start
 
   function tick() {
-    for (const tile of tiles.values()) renderElapsed(tile);
+    for (const tile of tiles.values()) {
+      renderElapsed(tile);
+      renderFlag(tile);
+    }
     expireEnded();
     renderConn();
   }
@@ -430,7 +527,7 @@
 
   layout();
   renderConn();
-  if (MODE === "named") stream.follow(wanted());
+  if (MODE === "named") followWanted();
   else refreshWatched();
   setInterval(tick, 1000);
 })();

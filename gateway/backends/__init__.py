@@ -1,8 +1,8 @@
 """Where the watched builds' state lives: in this process, or in Redis for many replicas.
 
-    base.py          the contracts: Bus, Lease, Registry and their guarantees
+    base.py          the contracts: Bus, Lease, Registry, Missing and their guarantees
     memory.py        one replica: everything in this process
-    redis/           many replicas: connection.py, bus.py, lease.py, registry.py
+    redis/           many replicas: connection.py, bus.py, lease.py, registry.py, missing.py
 
 `create` is the one factory: the gateway asks for its backends and gets a
 matching set, never a Redis bus beside an in-process lease.
@@ -15,11 +15,12 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from gateway.backends.base import Bus, Lease, Registry
-from gateway.backends.memory import MemoryBus, MemoryLease, MemoryRegistry
+from gateway.backends.base import Bus, Lease, Missing, Registry
+from gateway.backends.memory import MemoryBus, MemoryLease, MemoryMissing, MemoryRegistry
 from gateway.backends.redis.bus import RedisBus
 from gateway.backends.redis.connection import RedisConnection
 from gateway.backends.redis.lease import RedisLease
+from gateway.backends.redis.missing import RedisMissing
 from gateway.backends.redis.registry import RedisRegistry
 from gateway.settings import Settings
 
@@ -29,6 +30,7 @@ class Backends:
     bus: Bus
     lease: Lease
     registry: Registry
+    missing: Missing
     replica: str  # who this process is to the others: the lease holder's name
     redis: RedisConnection | None  # owned: closed with the backends
 
@@ -48,17 +50,31 @@ def create(settings: Settings, redis: RedisConnection | None = None) -> Backends
     """The in-process backends, or the Redis ones on `redis` (which they then own)."""
     replica = replica_name()
     if redis is None:
-        bus: Bus = MemoryBus(history=settings.history, max_builds=settings.retained_builds)
         return Backends(
-            bus, MemoryLease(replica, settings.lease_ttl), MemoryRegistry(replica), replica, None
+            MemoryBus(
+                history=settings.history,
+                history_bytes=settings.history_bytes,
+                max_builds=settings.retained_builds,
+            ),
+            MemoryLease(replica, settings.lease_ttl),
+            MemoryRegistry(replica),
+            MemoryMissing(),
+            replica,
+            None,
         )
     return Backends(
-        RedisBus(redis, history=settings.history, retention=settings.retention),
+        RedisBus(
+            redis,
+            history=settings.history,
+            history_bytes=settings.history_bytes,
+            retention=settings.retention,
+        ),
         RedisLease(redis, replica, settings.lease_ttl),
         RedisRegistry(redis, replica, settings.lease_ttl),
+        RedisMissing(redis),
         replica,
         redis,
     )
 
 
-__all__ = ["Backends", "Bus", "Lease", "Registry", "create"]
+__all__ = ["Backends", "Bus", "Lease", "Missing", "Registry", "create"]

@@ -138,3 +138,17 @@ class Registry(Protocol):
 
     async def viewers(self) -> Viewers:
         """Every build watched anywhere in the deployment, with its viewers summed."""
+
+
+class Missing(Protocol):
+    """Ids the upstream called unknown (404) or malformed (400), remembered for a while.
+
+    - `remember` keeps the verdict `ttl` seconds, for every replica that shares the
+      backend: a storm of requests for an unknown id, spread over the replicas, costs
+      the upstream one request per `ttl`.
+    - `recall` answers the code and message remembered, or None once they expired.
+    """
+
+    async def remember(self, build_id: str, code: str, message: str, ttl: float) -> None: ...
+
+    async def recall(self, build_id: str) -> tuple[str, str] | None: ...

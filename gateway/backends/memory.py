@@ -10,9 +10,9 @@ that share one `Shared` (tests run two in one process) compete for leases and
 add up their viewers. A lone replica holds every lease and its own viewers are
 the deployment's.
 
-Memory stays bounded: at most `history` messages per build, and the state of at
-most `max_builds` builds, the least recently published forgotten first; leases
-and interest are forgotten when they expire.
+Memory stays bounded: at most `history` messages (and `history_bytes` of them)
+per build, and the state of at most `max_builds` builds, the least recently
+published forgotten first; leases and interest are forgotten once expired.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ class _Build:
     seq: int
     view: View
     history: deque[Message]
+    history_bytes: int = 0
     snapshot: Message | None = field(default=None)  # encoded on first demand, per seq
 
 
 class MemoryBus:
-    def __init__(self, *, history: int = 1000, max_builds: int = 10_000) -> None:
+    def __init__(
+        self, *, history: int = 1000, history_bytes: int = 16 << 20, max_builds: int = 10_000
+    ) -> None:
         self._history = history
+        self._history_bytes = history_bytes
         self._max_builds = max_builds
         self._builds: OrderedDict[str, _Build] = OrderedDict()
         self._subscribed: set[str] = set()
@@ -77,14 +81,24 @@ class MemoryBus:
         if not (follows or (message.kind is Kind.SNAPSHOT and build is None)):
             return False
         if build is None:
-            build = _Build(message.epoch, message.seq, view, deque(maxlen=self._history))
+            build = _Build(message.epoch, message.seq, view, deque())
             self._builds[message.build_id] = build
         build.seq, build.view, build.snapshot = message.seq, view, None
-        build.history.append(message)
+        self._keep(build, message)
         self._builds.move_to_end(message.build_id)
         while len(self._builds) > self._max_builds:
             self._builds.popitem(last=False)
         return True
+
+    def _keep(self, build: _Build, message: Message) -> None:
+        """Into the history; the oldest out once it holds `history` messages or bytes."""
+        history = build.history
+        history.append(message)
+        build.history_bytes += len(message.data)
+        while len(history) > 1 and (
+            len(history) > self._history or build.history_bytes > self._history_bytes
+        ):
+            build.history_bytes -= len(history.popleft().data)
 
     async def latest(self, build_id: str) -> Message | None:
         build = self._builds.get(build_id)
@@ -192,3 +206,29 @@ class MemoryRegistry:
         for report in list(self._shared.viewers.values()):
             total.update(report())
         return dict(total)
+
+
+MAX_MISSING = 10_000
+"""Unknown ids remembered at once by one process; the oldest are forgotten first."""
+
+
+class MemoryMissing:
+    def __init__(self, clock: Clock = now) -> None:
+        self._clock = clock
+        self._missing: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
+
+    async def remember(self, build_id: str, code: str, message: str, ttl: float) -> None:
+        at = self._clock()
+        self._missing.pop(build_id, None)
+        self._missing[build_id] = (at + ttl, code, message)
+        while len(self._missing) > MAX_MISSING:  # a storm of distinct ids must not grow memory
+            self._missing.popitem(last=False)
+
+    async def recall(self, build_id: str) -> tuple[str, str] | None:
+        found = self._missing.get(build_id)
+        if found is None:
+            return None
+        if found[0] <= self._clock():
+            del self._missing[build_id]
+            return None
+        return found[1], found[2]

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -52,6 +53,9 @@ from gateway.protocol.view import Changes, View, is_changes, is_view
 
 log = logging.getLogger(__name__)
 
+Token = str | Callable[[], str | Awaitable[str]]
+"""An access token, or a function that gives the current one (asked on every connection)."""
+
 _RETRYABLE_4XX = frozenset({408, 425})
 """4xx answers that a later try may not get; so is a 429 that says when (`Retry-After`):
 a 429 without it is a limit the request itself breaks (more builds than a stream holds)."""
@@ -68,10 +72,14 @@ class Client(Closing):
         retry: float = 1.0,
         max_backoff: float = 10.0,
         read_timeout: float = 45.0,
+        token: Token | None = None,
     ) -> None:
         """`http`: an httpx client to use (and not close), e.g. with a test transport.
         `retry`: the reconnect delay until the server sends its own. `read_timeout` exceeds
-        the server's 15 s heartbeat, so it only fires on a connection that silently died."""
+        the server's 15 s heartbeat, so it only fires on a connection that silently died.
+        `token`: the access token a gateway with access control asks for; or a function
+        that gives the current one, asked on every connection: when a token expires, the
+        follow gets a new one from it and resumes where it was."""
         parts = urlsplit(gateway)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{gateway!r} is not an http(s) URL")
@@ -82,6 +90,7 @@ class Client(Closing):
         )
         self._retry = retry
         self._max_backoff = max_backoff
+        self._token = token
         self._follows: list[Follow] = []
 
     async def aclose(self) -> None:
@@ -98,7 +107,7 @@ class Client(Closing):
         """The build's current view (`GET /api/v1/builds/{id}`), one request, no retry."""
         url = f"{self.gateway}/api/v1/builds/{_path(build_id)}"
         try:
-            response = await self._http.get(url)
+            response = await self._http.get(url, headers=await self._authorization())
         except httpx.TransportError as exc:
             raise Unavailable(f"gateway {self.gateway} {_unreachable(exc)}") from exc
         if response.status_code != 200:
@@ -131,10 +140,15 @@ class Client(Closing):
             raise ValueError("follow at least one build")
         for build_id in builds:
             _path(build_id)  # raises InvalidBuildId
-        state = _Stream(self.gateway, builds, single, self._retry)
+        state = _Stream(self.gateway, builds, single, self._retry, renewable=callable(self._token))
         follow = Follow(self._run(state, until_ended, on_connection or _ignore), self._follows)
         self._follows.append(follow)
         return follow
+
+    async def _authorization(self) -> dict[str, str]:
+        given = self._token() if callable(self._token) else self._token
+        token = await given if inspect.isawaitable(given) else given
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _run(
         self, state: _Stream, until_ended: bool, on_connection: OnConnection
@@ -145,16 +159,18 @@ class Client(Closing):
             problem: str | None = None
             opened = False
             try:
+                headers = state.headers() | await self._authorization()
                 async with aconnect_sse(
-                    self._http, "GET", state.url(), params=state.params(), headers=state.headers()
+                    self._http, "GET", state.url(), params=state.params(), headers=headers
                 ) as source:
                     response = source.response
                     if response.status_code != 200 or not _is_event_stream(response):
                         await response.aread()
                         refusal = _refusal(response, state.url(), state.only())
-                        if not isinstance(refusal, Unavailable):
+                        renew = state.renewable and response.status_code == 401
+                        if not (isinstance(refusal, Unavailable) or renew):
                             raise refusal
-                        problem = str(refusal)
+                        problem = str(refusal)  # a token being renewed: try the next one
                     else:
                         opened, failures = True, 0
                         if down:
@@ -225,6 +241,7 @@ class _Stream:
     views: dict[str, View] = field(default_factory=dict)
     cursor: str | None = None  # the last `id:`: a token per build, `~`-joined
     resyncing: bool = False
+    renewable: bool = False  # the token comes from a function: an expired one is renewed
 
     def url(self) -> str:
         if self.single:
@@ -296,11 +313,16 @@ class _Stream:
         self.views[build_id] = view
         return Update(build_id, "delta", view, changes, previous, data, event.id or None)
 
-    def _error(self, build_id: str, data: dict[str, Any], event: ServerSentEvent) -> Update:
+    def _error(self, build_id: str, data: dict[str, Any], event: ServerSentEvent) -> Update | None:
         code, text = str(data.get("code")), str(data.get("message", ""))
         view = self.views.get(build_id)
         if code == PAUSED:
             return Update(build_id, "paused", view, {}, view, data, event.id or None)
+        if code == Code.UNAUTHORIZED:  # the token expired: it ends the whole connection
+            if not self.renewable:
+                raise final(code, said(code, text), None, build_id)
+            self.resyncing = True  # reconnect at once, with a new token, from the cursor
+            return None
         self.stop(build_id)
         self.views.pop(build_id, None)
         if self.single:

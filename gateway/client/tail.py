@@ -24,10 +24,10 @@ from gateway.protocol.diff import diff
 from gateway.protocol.view import Changes, View
 
 
-async def tail(build_id: str, gateway: str, *, json_lines: bool) -> int:
+async def tail(build_id: str, gateway: str, *, json_lines: bool, token: str | None = None) -> int:
     show = _Tail(sys.stdout, json_lines=json_lines, colour=_colour(sys.stdout))
     try:
-        async with Client(gateway) as client:
+        async with Client(gateway, token=token) as client:
             updates = client.follow(
                 build_id, until_ended=True, on_connection=report_connectivity("tail", gateway)
             )

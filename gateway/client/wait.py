@@ -23,9 +23,16 @@ BUILD_EXIT = {
 }
 
 
-async def wait(build_id: str, gateway: str, timeout: float | None, ref: str | None) -> int:
+async def wait(
+    build_id: str,
+    gateway: str,
+    timeout: float | None,
+    ref: str | None,
+    *,
+    token: str | None = None,
+) -> int:
     last: View | None = None
-    async with Client(gateway) as client:
+    async with Client(gateway, token=token) as client:
         try:
             async with asyncio.timeout(timeout):
                 updates = client.follow(

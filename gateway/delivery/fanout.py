@@ -12,15 +12,18 @@ delay anyone else.
 
 Overflow policy, the one place it is decided: a subscriber whose queue holds
 `limit` messages not yet written is too slow. It is cut off at once (its
-queue dropped, its connection closed through `on_overflow`), the event is
-logged and counted, and the client resumes by itself with its last id: from
+queue dropped, its connection reset through `on_overflow`: see `reset`), the
+event is logged and counted, and the client resumes by itself with its last id: from
 history if the bus still keeps it, otherwise from a fresh snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from typing import cast
 
@@ -32,6 +35,22 @@ log = logging.getLogger(__name__)
 
 HIGH_WATER = 64 * 1024
 """Bytes a socket's own buffer may hold before its messages queue instead (asyncio's default)."""
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close a connection now and drop what the kernel still holds for it: a reset, not a FIN.
+
+    A client cut off for not reading has megabytes unread in its socket's kernel buffer.
+    Closed gracefully, the kernel would keep that socket in FIN-WAIT-1 with its buffer for
+    minutes; a zero linger makes the close send an RST and free both at once.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
 
 
 class Direct:

@@ -14,6 +14,10 @@ from gateway.backends.base import Bus
 from gateway.protocol.messages import Kind, Message
 from gateway.protocol.resume import Position
 
+WEIGH_FROM = 64 * 1024
+"""Bytes of missed deltas past which they are weighed against the snapshot: a client away
+for long would otherwise get more bytes of deltas than of the view they lead to."""
+
 
 class Follower:
     __slots__ = ("_bus", "_paused", "at", "build_id")
@@ -25,13 +29,19 @@ class Follower:
         self._paused = False  # told that live updates paused: the resync snapshot is due
 
     async def catch_up(self, since: Position | None) -> list[Message]:
-        """What a client at `since` (None: nowhere yet) must get to be current."""
+        """What a client at `since` (None: nowhere yet) must get to be current: the deltas it
+        missed, or the latest snapshot where they are lost or would outweigh it."""
+        latest: Message | None = None
         if since is not None:
             missed = await self._bus.history(self.build_id, since)
             if missed is not None:
-                self.at = missed[-1].position if missed else since
-                return missed
-        latest = await self._bus.latest(self.build_id)
+                size = sum(len(message.data) for message in missed)
+                if size > WEIGH_FROM:
+                    latest = await self._bus.latest(self.build_id)
+                if latest is None or len(latest.data) >= size:
+                    self.at = missed[-1].position if missed else since
+                    return missed
+        latest = latest or await self._bus.latest(self.build_id)
         if latest is None:
             return []
         self.at = latest.position

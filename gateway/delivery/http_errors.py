@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from gateway.errors import BadRequest, BuildcastError, BusUnavailable, InvalidBuildId, TooMany
@@ -38,6 +40,10 @@ def from_error(exc: BuildcastError) -> web.Response:
         return error_response(exc.code, f"live updates unavailable: {exc}")
     if exc.code is Code.INTERNAL:
         return error_response(Code.INTERNAL, "internal error")
+    if isinstance(exc, TooMany) and exc.retry_after is not None:
+        response = error_response(exc.code, str(exc), exc.status)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return response
     return error_response(exc.code, str(exc))
 
 

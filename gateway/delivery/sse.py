@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from gateway.delivery.fanout import Direct, Subscriber, Wakeup
+from gateway.delivery.expiry import EXPIRED, expire_at
+from gateway.delivery.fanout import Direct, Subscriber, Wakeup, reset
 from gateway.delivery.follow import Follower
 from gateway.delivery.http_errors import check_build_id, check_build_ids
 from gateway.errors import BuildGone, BusUnavailable
+from gateway.guard.http import access
 from gateway.protocol import codec, messages
 from gateway.protocol.messages import Kind, Message
 from gateway.protocol.resume import Position, cursor, parse_cursor
+from gateway.protocol.rules import Code
 from gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -44,19 +48,24 @@ HEADERS = {
 
 
 async def build_stream(request: web.Request, state: GatewayState) -> web.StreamResponse:
+    who = access(request)
     build_id = check_build_id(request.match_info["build_id"])
+    who.check(build_id)
     since = parse_cursor([build_id], _last_event_id(request))
-    async with state.watches.watching(build_id):
+    async with state.watches.watching(build_id, who.client):
         return await _serve(request, state, [build_id], since, [])
 
 
 async def multi_stream(request: web.Request, state: GatewayState) -> web.StreamResponse:
     """Several builds on one connection; a build unknown upstream gets its `error` only."""
+    who = access(request)
     build_ids = check_build_ids(request.query.getall("build", []), state.settings.stream_builds)
+    for build_id in build_ids:
+        who.check(build_id)  # every one, before any is watched
     since = parse_cursor(build_ids, _last_event_id(request))
     async with contextlib.AsyncExitStack() as held:
         outcomes = await asyncio.gather(
-            *(held.enter_async_context(state.watches.watching(b)) for b in build_ids),
+            *(held.enter_async_context(state.watches.watching(b, who.client)) for b in build_ids),
             return_exceptions=True,
         )
         gone: list[Message] = []
@@ -131,12 +140,16 @@ async def _serve(
     if chunked:
         response.enable_chunked_encoding()
     wakeup = Wakeup()
-    feeds = {
+    feeds: dict[str, Subscriber] = {
         build_id: Subscriber(
-            Follower(state.bus, build_id), settings.subscriber_buffer, transport.abort, wakeup
+            Follower(state.bus, build_id),
+            settings.subscriber_buffer,
+            functools.partial(reset, transport),
+            wakeup,
         )
         for build_id in build_ids
     }
+    expiry = expire_at(access(request), lambda: _expire(feeds))
     try:
         for feed in feeds.values():
             await state.fanout.attach(feed)
@@ -168,10 +181,19 @@ async def _serve(
             log.exception("stream of %s failed", ", ".join(build_ids))
             _cut_off(request)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         state.heartbeats.discard(transport)
         for feed in feeds.values():
             await state.fanout.detach(feed)
     return response
+
+
+def _expire(feeds: dict[str, Subscriber]) -> None:
+    """The token expired: each build's stream ends with `unauthorized`, the client resumes."""
+    for build_id, feed in feeds.items():
+        at = feed.follower.at or Position("0", 0)
+        feed.offer(messages.error(build_id, at, Code.UNAUTHORIZED, EXPIRED), [])
 
 
 async def _write_first(response: web.StreamResponse, retry: bytes, frames: bytes) -> None:
@@ -238,4 +260,4 @@ async def _send(
 def _cut_off(request: web.Request) -> None:
     """Close a client's connection now, dropping what its socket buffer still holds."""
     if request.transport is not None:
-        request.transport.abort()
+        reset(request.transport)

@@ -28,10 +28,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway.delivery.fanout import Direct, Subscriber, Wakeup
+from gateway.delivery.expiry import expire_at, expired
+from gateway.delivery.fanout import Direct, Subscriber, Wakeup, reset
 from gateway.delivery.follow import Follower
 from gateway.delivery.http_errors import check_build_id
-from gateway.errors import BuildcastError, BuildGone, BusUnavailable, Forbidden
+from gateway.errors import BuildcastError, BuildGone, BusUnavailable, Forbidden, TooMany
+from gateway.guard.http import Access, access
+from gateway.guard.limits import Bucket
 from gateway.ingest.watch import Holding
 from gateway.protocol import codec, endings
 from gateway.protocol.endings import Ending
@@ -91,22 +94,49 @@ class _Kick(Wakeup):
 
 
 class _Socket:
-    __slots__ = ("_direct", "_ending", "_feeds", "_kick", "_replies", "_state", "_writer", "_ws")
+    __slots__ = (
+        "_direct",
+        "_ending",
+        "_expiry",
+        "_feeds",
+        "_frames",
+        "_kick",
+        "_refused",
+        "_replies",
+        "_state",
+        "_transport",
+        "_who",
+        "_writer",
+        "_ws",
+    )
 
     def __init__(
-        self, ws: web.WebSocketResponse, state: GatewayState, transport: asyncio.BaseTransport
+        self,
+        ws: web.WebSocketResponse,
+        state: GatewayState,
+        transport: asyncio.Transport,
+        who: Access,
     ) -> None:
+        settings = state.settings
         self._ws = ws
         self._state = state
+        self._transport = transport
+        self._who = who
         self._direct = _Direct(ws, transport)
         self._feeds: dict[str, _Feed] = {}
+        self._refused = 0  # subscribes that failed: they count toward the cap too
         self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
+        self._frames = Bucket(settings.ws_frames_per_second, settings.ws_frame_burst)
         self._kick = _Kick(self)
         self._ending: Ending | None = None
         # Runs while something is queued; None while the fan-out writes directly.
         self._writer: asyncio.Task[None] | None = None
+        self._expiry = expire_at(who, self._expire)
 
     async def on_frame(self, frame: Any) -> None:
+        if not self._frames.take():
+            self._end(endings.FLOOD)
+            return
         try:
             await self._carry_out(self._parse(frame))
         except Refused as exc:
@@ -154,16 +184,21 @@ class _Socket:
         if build_id in self._feeds:
             await self._unsubscribe(build_id)  # a resubscribe restarts from `since`
         limit = self._state.settings.stream_builds
-        if len(self._feeds) >= limit:
-            raise Refused(Code.TOO_MANY, f"a socket follows at most {limit} builds", build_id)
+        if len(self._feeds) + self._refused >= limit:
+            raise Refused(
+                Code.TOO_MANY,
+                f"a socket follows at most {limit} builds, refused subscriptions included",
+                build_id,
+            )
         state = self._state
-        held = state.watches.watching(build_id)
+        held = state.watches.watching(build_id, self._who.client)
         try:
+            self._who.check(build_id)
             await held.__aenter__()
-        except BuildGone as exc:
-            raise Refused(exc.code, str(exc), build_id) from None
         except BuildcastError as exc:
-            raise Refused(Code.UPSTREAM_UNAVAILABLE, str(exc), build_id) from None
+            self._refused += 1  # a flood of random ids on one socket ends at the cap
+            code = exc.code if isinstance(exc, BuildGone | Forbidden | TooMany) else None
+            raise Refused(code or Code.UPSTREAM_UNAVAILABLE, str(exc), build_id) from None
         follower = Follower(state.bus, build_id)
         subscriber = Subscriber(
             follower, state.settings.subscriber_buffer, self._too_slow, self._kick
@@ -185,11 +220,23 @@ class _Socket:
             await feed.held.__aexit__(None, None, None)
 
     def _reply(self, body: dict[str, Any]) -> None:
+        if len(self._replies) >= self._state.settings.ws_queued_replies:
+            self._end(endings.FLOOD)  # asking faster than it reads its answers
+            return
         self._replies.append(codec.dumps(body))
         self.kick()
 
     def _too_slow(self) -> None:
-        self._ending = endings.TOO_SLOW
+        self._end(endings.TOO_SLOW)
+
+    def _expire(self) -> None:
+        """The token expired: each build's stream ends with `unauthorized`, then the socket."""
+        for build_id in self._feeds:
+            self._replies.append(codec.dumps(expired(build_id)))
+        self._end(endings.TOKEN_EXPIRED)
+
+    def _end(self, ending: Ending) -> None:
+        self._ending = self._ending or ending
         self.kick()
 
     def kick(self) -> None:
@@ -230,7 +277,7 @@ class _Socket:
             except TimeoutError:
                 self._ending = endings.TOO_SLOW
             if self._ending is not None:
-                await _close(self._ws, self._ending)
+                await self._close(self._ending)
                 return
             if not frames and not self._replies and not self._queued():
                 for feed in self._feeds.values():
@@ -247,7 +294,17 @@ class _Socket:
             return message.ws_text(token(message.build_id, at))
         return message.ws_frame
 
+    async def _close(self, ending: Ending) -> None:
+        if ending is endings.TOO_SLOW:
+            # It does not read: a close handshake would wait behind the unsent data, and
+            # the kernel would keep the socket and its buffer long after. Reset it.
+            reset(self._transport)
+            return
+        await _close(self._ws, ending)
+
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if (writer := self._writer) is not None:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -267,15 +324,18 @@ def check_origin(request: web.Request, allowed: tuple[str, ...]) -> None:
         return
     if origin in (f"http://{request.host}", f"https://{request.host}"):
         return
-    raise Forbidden(f"Origin {origin} may not open a WebSocket here")
+    raise Forbidden("this page's Origin may not open a WebSocket here (see --allow-origin)")
 
 
 async def _close(ws: web.WebSocketResponse, ending: Ending) -> None:
     await ws.close(code=ending.code, message=ending.reason.encode())
 
 
-async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResponse:
+async def handle(request: web.Request, state: GatewayState) -> web.StreamResponse:
     check_origin(request, state.settings.allowed_origins)
+    transport = request.transport
+    if transport is None:  # the client left before the upgrade: nobody reads an answer
+        return web.Response(status=400)
     ws = web.WebSocketResponse(
         heartbeat=state.settings.heartbeat,
         max_msg_size=64 * MAX_FRAME,  # beyond this aiohttp closes with 1009; below, we answer
@@ -283,8 +343,7 @@ async def handle(request: web.Request, state: GatewayState) -> web.WebSocketResp
     )
     await ws.prepare(request)
     state.sockets.add(ws)
-    assert request.transport is not None
-    socket = _Socket(ws, state, request.transport)
+    socket = _Socket(ws, state, transport, access(request))
     try:
         async for frame in ws:
             if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):

@@ -218,8 +218,8 @@ class BuildReader:
             build = BuildStatusResponse.model_validate_json(b"{" + head + b"}")
             known = self._known(events)
             new = _EVENT_LIST.validate_json(b"[" + b",".join(events[len(known) :]) + b"]")
-        except (msgspec.DecodeError, ValidationError):
-            return None
+        except (msgspec.DecodeError, ValidationError, RecursionError):
+            return None  # the whole validation below says what is wrong
         build = build.model_copy(update={"events": [*known, *new]})
         self._seen = _Seen(build, bytes(events[0]), bytes(events[-1])) if events else None
         return build

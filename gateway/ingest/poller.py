@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from gateway.aio import now, stopping
 from gateway.backends.base import Bus
@@ -31,8 +32,9 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.ingest.payloads import BuildEvent, BuildReader, BuildStatusResponse
-from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.views import EventViews, build_view, partition_view
+from gateway.logs import THROTTLED
 from gateway.protocol import codec, messages
 from gateway.protocol.diff import diff
 from gateway.protocol.messages import Message
@@ -51,12 +53,25 @@ BUS_RETRY = 2.0
 """Longest wait before publishing again after a bus failure, however long the outage."""
 
 
+OnGone = Callable[[BuildGone], Awaitable[None]]
+
+
 class Poller:
     def __init__(
-        self, build_id: str, upstream: UpstreamClient, bus: Bus, settings: Settings
+        self,
+        build_id: str,
+        upstream: UpstreamClient,
+        bus: Bus,
+        settings: Settings,
+        *,
+        first_looks: FirstLooks | None = None,
+        on_gone: OnGone | None = None,
     ) -> None:
+        """`first_looks` reads the build until it is found; `on_gone` hears why it never will."""
         self.build_id = build_id
         self._upstream = upstream
+        self._first_looks = first_looks or upstream
+        self._on_gone = on_gone
         self._bus = bus
         self._settings = settings
         self._limit = asyncio.Semaphore(settings.partition_concurrency)
@@ -74,6 +89,7 @@ class Poller:
         self._refresh_queue: deque[str] = deque()
         self._refresh_credit = 0.0
         self._last_poll = now()
+        self._answered_at: int | None = None  # Unix ms of the upstream's last answer
         self._outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def wait_ready(self) -> None:
@@ -166,7 +182,9 @@ class Poller:
         return backoff * random.uniform(0.5, 1.0)  # jitter: pollers must not retry in step
 
     async def _poll(self) -> None:
-        fetched = await self._upstream.build(self.build_id, etag=self._etag, reader=self._reader)
+        fetch = self._upstream.build if self._build is not None else self._first_looks.build
+        fetched = await fetch(self.build_id, etag=self._etag, reader=self._reader)
+        self._answered_at = time.time_ns() // 1_000_000
         if fetched.body is not None:
             self._build, self._etag = fetched.body, fetched.etag
         build = self._build
@@ -295,13 +313,16 @@ class Poller:
             await self._publish(view)
 
     async def _mark_stale(self) -> None:
+        """The last good view, said to be stale since the upstream's last answer."""
         if self.view is not None and not self.view["stale"]:
-            await self._publish({**self.view, "stale": True})
+            await self._publish({**self.view, "stale": True, "checkedAtMs": self._answered_at})
 
     async def _gone(self, exc: BuildGone) -> None:
-        log.info("stopped polling %s: %s", self.build_id, exc)
+        log.info("stopped polling %s: %s", self.build_id, exc, extra={THROTTLED: "gone"})
         at = Position(self._epoch, self._seq)
         self._settle(exc)
+        if self._on_gone is not None:
+            await self._on_gone(exc)
         try:
             await self._bus.publish(messages.error(self.build_id, at, exc.code, str(exc)), None)
         except BusUnavailable:

@@ -5,6 +5,7 @@ message and its cause chained; nothing above it sees an httpx or pydantic except
 The endpoints, and what the gateway relies on of them, are in `docs/upstream.md`.
 """
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -41,6 +42,14 @@ class Fetched(Generic[T]):
     etag: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    reason: str
+    etag: str | None
+    body: bytes
+
+
 def _segment(value: str) -> str:
     """`value` percent-encoded as ONE path segment.
 
@@ -68,11 +77,17 @@ class UpstreamClient(Closing):
         base_url: str,
         *,
         timeout: float = 5.0,
+        deadline: float = 10.0,
+        max_bytes: int = 64 << 20,
         connect_timeout: float = 2.0,
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`timeout` bounds each read, `deadline` the whole request: a server that sends a byte
+        a second passes the first, never the second. `max_bytes` bounds an answer's body."""
         self._timeout = timeout
+        self._deadline = deadline
+        self._max_bytes = max_bytes
         self._connect_timeout = connect_timeout
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -110,22 +125,33 @@ class UpstreamClient(Closing):
 
     async def partition_events(self, ref: str) -> PartitionEventsResponse:
         what = f"partition {ref}"
-        response = await self._send(f"/api/v1/partitions/{_segment(ref)}/events", what, None)
-        return self._parse(response, PartitionEventsResponse.model_validate_json, what)
+        answer = await self._send(f"/api/v1/partitions/{_segment(ref)}/events", what, None)
+        return self._parse(answer, PartitionEventsResponse.model_validate_json, what)
 
     async def _fetch(
         self, path: str, parse: Callable[[bytes], T], what: str, etag: str | None
     ) -> Fetched[T]:
-        response = await self._send(path, what, etag)
-        if etag is not None and response.status_code == httpx.codes.NOT_MODIFIED:
-            return Fetched(None, response.headers.get("ETag", etag))
-        return Fetched(self._parse(response, parse, what), response.headers.get("ETag"))
+        answer = await self._send(path, what, etag)
+        if etag is not None and answer.status == httpx.codes.NOT_MODIFIED:
+            return Fetched(None, answer.etag or etag)
+        return Fetched(self._parse(answer, parse, what), answer.etag)
 
-    async def _send(self, path: str, what: str, etag: str | None) -> httpx.Response:
-        """GET `path`; transport failures become UpstreamUnavailable."""
+    async def _send(self, path: str, what: str, etag: str | None) -> _Answer:
+        """GET `path` within the deadline; transport failures become UpstreamUnavailable."""
         headers = {"If-None-Match": etag} if etag is not None else {}
         try:
-            return await self._http.get(path, headers=headers)
+            async with (
+                asyncio.timeout(self._deadline),
+                self._http.stream("GET", path, headers=headers) as response,
+            ):
+                body = await self._read(response, what) if response.is_success else b""
+                return _Answer(
+                    response.status_code, response.reason_phrase, response.headers.get("ETag"), body
+                )
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(
+                f"upstream did not answer {what} within its {self._deadline}s deadline"
+            ) from exc
         except httpx.ConnectTimeout as exc:
             raise UpstreamUnavailable(
                 f"upstream did not accept a connection within {self._connect_timeout}s for {what}"
@@ -139,22 +165,58 @@ class UpstreamClient(Closing):
         except httpx.RequestError as exc:  # reset, protocol error, undecodable body, ...
             raise UpstreamUnavailable(f"upstream connection failed for {what}") from exc
 
+    async def _read(self, response: httpx.Response, what: str) -> bytes:
+        """The body, refused past `max_bytes`: a runaway answer must not exhaust memory."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self._max_bytes:
+            raise UpstreamInvalid(f"upstream answer for {what} is over {self._max_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise UpstreamInvalid(f"upstream answer for {what} is over {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @staticmethod
-    def _parse(response: httpx.Response, parse: Callable[[bytes], T], what: str) -> T:
+    def _parse(answer: _Answer, parse: Callable[[bytes], T], what: str) -> T:
         """The body as `parse` reads it, or the error its status or content calls for."""
-        status = response.status_code
+        status = answer.status
         if status == httpx.codes.NOT_FOUND:
             raise UpstreamNotFound(f"no {what} upstream")
         if status == httpx.codes.BAD_REQUEST:
             raise UpstreamBadRequest(f"upstream rejected {what} as malformed")
-        if not response.is_success:
-            raise UpstreamUnavailable(
-                f"upstream answered {status} {response.reason_phrase} for {what}"
-            )
+        if not 200 <= status < 300:
+            raise UpstreamUnavailable(f"upstream answered {status} {answer.reason} for {what}")
         try:
             # From the raw bytes: exact integers beyond 2**53 (no float on the way).
-            return parse(response.content)
+            return parse(answer.body)
         except ValidationError as exc:
             raise UpstreamInvalid(
                 f"upstream sent an invalid answer for {what}: {_describe(exc)}"
             ) from exc
+        except RecursionError as exc:  # a body nested deeper than any parser goes
+            raise UpstreamInvalid(f"upstream sent an answer nested too deep for {what}") from exc
+
+
+class FirstLooks(Closing):
+    """First looks at builds nobody watched yet: on a pool of their own, a few at a time.
+
+    A flood of random ids makes first looks, each one request that finds nothing.
+    They queue here for a few slots and their own connections, so the pollers of
+    watched builds keep the shared pool and their cadence.
+    """
+
+    def __init__(self, client: UpstreamClient, at_once: int) -> None:
+        self._client = client
+        self._slots = asyncio.Semaphore(at_once)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def build(
+        self, build_id: str, etag: str | None = None, reader: BuildReader | None = None
+    ) -> Fetched[BuildStatusResponse]:
+        async with self._slots:
+            return await self._client.build(build_id, etag, reader)

@@ -20,6 +20,22 @@ def _partition_entry(status: str | None, updated_at: int, delegated_to: str | No
     return {"status": status, "updatedAtMs": _ms(updated_at), "delegatedTo": delegated_to}
 
 
+LOG_LINES = 5000
+LOG_BYTES = 1 << 20
+"""The most of a job run's log one event of the view keeps: its last lines, within both."""
+
+
+def log_tail(lines: list[str]) -> tuple[list[str], int]:
+    """The last lines of a log that fit LOG_LINES and LOG_BYTES, and how many were left out."""
+    budget, count = LOG_BYTES, 0
+    for line in reversed(lines[-LOG_LINES:]):
+        budget -= len(line.encode()) + 1  # and its newline
+        if budget < 0:
+            break
+        count += 1
+    return lines[len(lines) - count :], len(lines) - count
+
+
 def event_view(event: BuildEvent) -> View:
     """One event of the view; job and partition keys only where the event has them."""
     view: View = {
@@ -29,13 +45,16 @@ def event_view(event: BuildEvent) -> View:
         "message": event.message,
     }
     if (job := event.job) is not None:
+        lines, truncated = log_tail(job.log_lines)
         view["job"] = {
             "jobRunId": job.job_run_id,
             "jobLabel": job.job_label,
             "status": job.status,
             "targetPartitions": list(job.target_partitions),
-            "logLines": list(job.log_lines),
+            "logLines": lines,
         }
+        if truncated:
+            view["job"]["truncatedLines"] = truncated
     optional = {
         "partitionRef": event.partition_ref,
         "partitionStatus": event.partition_status,
@@ -138,4 +157,5 @@ def build_view(
         },
         "events": [event_view(event) for event in build.events] if events is None else events,
         "stale": stale,
+        "checkedAtMs": None,
     }

@@ -9,11 +9,14 @@ the stored sequence.
 
 When the last viewer leaves, the watch stays for a grace period, so a page
 reload or a reconnect does not cost a fresh start; the owner stops only once no
-replica has shown interest either. An unknown build id is remembered for a few
-seconds: a storm of requests for it costs the upstream one request per replica.
+replica has shown interest either. An id the upstream called unknown or
+malformed is remembered (by every replica, on Redis) for a minute: a storm of
+requests for it, or for a build that vanished while watched, costs the upstream
+one request. A replica watches at most `max_builds` builds, and a client address
+asks for at most `new_builds_per_second` builds not watched yet: beyond, 429.
 
-With the in-process bus the lease is always granted: the same code runs one
-replica.
+A lone replica on the in-process backends always holds every lease: the same
+code runs one replica or many.
 """
 
 from __future__ import annotations
@@ -24,17 +27,24 @@ import logging
 from dataclasses import dataclass, field
 
 from gateway.aio import now, stop, stopping
-from gateway.backends.base import Bus, Lease
-from gateway.errors import BusUnavailable, UpstreamNotFound, UpstreamUnavailable
+from gateway.backends.base import Bus, Lease, Missing
+from gateway.backends.memory import MemoryMissing
+from gateway.errors import (
+    BuildGone,
+    BusUnavailable,
+    TooMany,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
+from gateway.guard.limits import Buckets
 from gateway.ingest.poller import Poller
-from gateway.ingest.upstream import UpstreamClient
+from gateway.ingest.upstream import FirstLooks, UpstreamClient
+from gateway.protocol.rules import Code
 from gateway.protocol.view import View
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_MISSING = 10_000
-"""Unknown build ids remembered at once; the oldest are forgotten first."""
 
 FIRST_LOOK = 0.1
 """Seconds between looks for the owner's first view, while viewers wait for it."""
@@ -73,15 +83,16 @@ class Watch:
 class Holding:
     """A viewer's hold on a build's watch: a small object, not a generator, as viewers are many."""
 
-    __slots__ = ("_build_id", "_watch", "_watches")
+    __slots__ = ("_build_id", "_client", "_watch", "_watches")
 
-    def __init__(self, watches: Watches, build_id: str) -> None:
+    def __init__(self, watches: Watches, build_id: str, client: str | None) -> None:
         self._watches = watches
         self._build_id = build_id
+        self._client = client
         self._watch: Watch | None = None
 
     async def __aenter__(self) -> Watch:
-        self._watch = await self._watches._acquire(self._build_id)
+        self._watch = await self._watches._acquire(self._build_id, self._client)
         return self._watch
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -92,30 +103,36 @@ class Holding:
 
 class Watches:
     def __init__(
-        self, settings: Settings, upstream: UpstreamClient, bus: Bus, lease: Lease
+        self,
+        settings: Settings,
+        upstream: UpstreamClient,
+        bus: Bus,
+        lease: Lease,
+        missing: Missing | None = None,
+        first_looks: FirstLooks | None = None,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
         self._bus = bus
         self._lease = lease
+        self._missing = missing or MemoryMissing()
+        self._first_looks = first_looks
         self._tick = settings.lease_ttl / 3
         self._watches: dict[str, Watch] = {}
         self._closing = False
-        self._missing: dict[str, tuple[float, str]] = {}  # build id -> (expiry, message)
+        self._new_builds = Buckets(settings.new_builds_per_second, settings.new_builds_per_second)
 
-    def watching(self, build_id: str) -> Holding:
-        """Hold a build watched for the duration; raises the upstream's error if it has no view."""
-        return Holding(self, build_id)
+    def watching(self, build_id: str, client: str | None = None) -> Holding:
+        """Hold a build watched for the duration; raises the upstream's error if it has no view.
 
-    async def _acquire(self, build_id: str) -> Watch:
-        missing = self._missing.get(build_id)
-        if missing is not None:
-            if missing[0] > now():
-                # A fresh exception each time: re-raising one would grow its traceback.
-                raise UpstreamNotFound(missing[1])
-            del self._missing[build_id]
+        `client` (an address) is held to `new_builds_per_second` builds not watched yet."""
+        return Holding(self, build_id, client)
+
+    async def _acquire(self, build_id: str, client: str | None) -> Watch:
+        if build_id not in self._watches:  # one watched here is not missing: no Redis read
+            await self._not_missing(build_id)
         while True:
-            watch = self._watches.get(build_id) or self._start(build_id)
+            watch = self._watches.get(build_id) or self._start(build_id, client)
             watch.viewers += 1
             watch.idle_since = None
             try:
@@ -124,10 +141,29 @@ class Watches:
                 continue
             except BaseException as exc:  # a client that leaves while waiting releases too
                 self._release(watch)
-                if isinstance(exc, UpstreamNotFound):
-                    self._remember_missing(build_id, str(exc))
+                if isinstance(exc, BuildGone):
+                    await self._remember(build_id, exc)
                 raise
             return watch
+
+    async def _not_missing(self, build_id: str) -> None:
+        """Raise the upstream's remembered verdict on `build_id`, if it has one."""
+        try:
+            verdict = await self._missing.recall(build_id)
+        except BusUnavailable:
+            return  # nothing remembered can be read: the upstream answers, as it would
+        if verdict is not None:
+            code, message = verdict
+            # A fresh exception each time: re-raising one would grow its traceback.
+            raise (
+                UpstreamBadRequest(message)
+                if code == Code.INVALID_BUILD_ID
+                else UpstreamNotFound(message)
+            )
+
+    async def _remember(self, build_id: str, exc: BuildGone) -> None:
+        with contextlib.suppress(BusUnavailable):
+            await self._missing.remember(build_id, exc.code, str(exc), self._settings.not_found_ttl)
 
     async def _first_view(self, watch: Watch) -> None:
         """Return once the build has a view here or on the bus; raise why it has none."""
@@ -145,15 +181,15 @@ class Watches:
                 raise UpstreamUnavailable(f"no view of {watch.build_id} yet")
             await watch.news(remaining)
 
-    def _remember_missing(self, build_id: str, message: str) -> None:
-        at = now()
-        if len(self._missing) >= MAX_MISSING:  # a storm of distinct ids must not grow memory
-            self._missing = {k: v for k, v in self._missing.items() if v[0] > at}
-            while len(self._missing) >= MAX_MISSING:
-                del self._missing[next(iter(self._missing))]
-        self._missing[build_id] = (at + self._settings.not_found_ttl, message)
-
-    def _start(self, build_id: str) -> Watch:
+    def _start(self, build_id: str, client: str | None) -> Watch:
+        """A watch of a build not watched here yet: within the replica's and client's limits."""
+        settings = self._settings
+        if len(self._watches) >= settings.max_builds:
+            raise TooMany(
+                f"this replica watches its most builds ({settings.max_builds})", settings.grace
+            )
+        if client is not None and (wait := self._new_builds.take(client)):
+            raise TooMany("too many new builds asked for from this address", wait)
         watch = Watch(build_id)
         self._watches[build_id] = watch
         watch.keeper = asyncio.create_task(self._keep(watch), name=f"watch {build_id}")
@@ -219,7 +255,14 @@ class Watches:
         return self._tick
 
     def _start_polling(self, watch: Watch) -> None:
-        watch.poller = Poller(watch.build_id, self._upstream, self._bus, self._settings)
+        watch.poller = Poller(
+            watch.build_id,
+            self._upstream,
+            self._bus,
+            self._settings,
+            first_looks=self._first_looks,
+            on_gone=lambda exc: self._remember(watch.build_id, exc),
+        )
         watch.polling = asyncio.create_task(watch.poller.run(), name=f"poll {watch.build_id}")
         watch.polling.add_done_callback(lambda task: self._polling_ended(watch, task))
         watch.notify()

@@ -10,6 +10,8 @@ or an `error` message that ends the stream). WebSocket clients read the code.
 | TOO_SLOW   | its queue filled, or a write stalled      | 1013      | reconnect, resume  |
 | BUS_LOST   | a gap that Redis cannot fill now          | 1013      | reconnect, resume  |
 | BUG        | an unexpected error inside the connection | 1011      | reconnect, resume  |
+| TOKEN_EXPIRED | its access token expired (`unauthorized` first) | 1008 | new token, resume |
+| FLOOD      | over 20 frames a second, or unread replies | 1008      | reconnect slower   |
 | BUILD_GONE | the build does not exist upstream any more | `error`  | stop following it  |
 
 "Resume" is `Last-Event-ID` (SSE) or `since` (WebSocket): the missed deltas,
@@ -27,6 +29,7 @@ class CloseCode(IntEnum):
     """The RFC 6455 close codes the gateway sends."""
 
     GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
 
@@ -41,3 +44,5 @@ SHUTDOWN = Ending(CloseCode.GOING_AWAY, "server shutdown")
 TOO_SLOW = Ending(CloseCode.TRY_AGAIN_LATER, "too slow: resume with since")
 BUS_LOST = Ending(CloseCode.TRY_AGAIN_LATER, "live updates lost: resume with since")
 BUG = Ending(CloseCode.INTERNAL_ERROR, "internal error")
+TOKEN_EXPIRED = Ending(CloseCode.POLICY_VIOLATION, "token expired: resume with a new one")
+FLOOD = Ending(CloseCode.POLICY_VIOLATION, "too many frames: slow down")

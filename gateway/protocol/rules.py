@@ -62,18 +62,37 @@ FORBIDDEN_IN_BUILD_ID: Final[tuple[tuple[int, int], ...]] = (
     (0x00, 0x20),  # C0 controls and the space
     (0x2F, 0x2F),  # "/": ids travel as one path segment
     (0x7F, 0xA0),  # DEL, C1 controls, no-break space
-    (0x1680, 0x1680),  # the rest: what Python's str.isspace() calls whitespace
-    (0x2000, 0x200A),
-    (0x2028, 0x2029),
-    (0x202F, 0x202F),
-    (0x205F, 0x205F),
+    (0xAD, 0xAD),  # and from here on: what Python's str.isspace() calls whitespace, and the
+    (0x600, 0x605),  # format characters (Unicode's Cf: invisible, bidi overrides), which
+    (0x61C, 0x61C),  # let an id look like another one or reorder the text around it
+    (0x6DD, 0x6DD),
+    (0x70F, 0x70F),
+    (0x890, 0x891),
+    (0x8E2, 0x8E2),
+    (0x1680, 0x1680),
+    (0x180E, 0x180E),
+    (0x2000, 0x200F),
+    (0x2028, 0x202F),
+    (0x205F, 0x2064),
+    (0x2066, 0x206F),
     (0x3000, 0x3000),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
 )
-"""Code point ranges a build id may not hold. Written out rather than as `\\s`, which
-Python and JavaScript read differently: both sides build their pattern from this."""
+"""Code point ranges a build id may not hold. Written out rather than as `\\s` and `\\p{Cf}`,
+which Python and JavaScript (and Unicode versions) read differently: both sides build
+their pattern from this list, and a test checks it against Python's Unicode tables."""
 
 BUILD_ID_RULE: Final = (
-    f"a build id is 1 to {MAX_BUILD_ID} characters with no '/', whitespace or control characters"
+    f"a build id is 1 to {MAX_BUILD_ID} characters with no '/', whitespace, control or"
+    " format characters"
 )
 
 _BUILD_ID = re.compile(

@@ -25,6 +25,7 @@ from tests.helpers.redis_servers import RedisCluster, RedisServer
 from tests.helpers.views import a_view
 
 EPOCH = "e1"
+HISTORY_BYTES = 8 * 1024  # a build's resume history, at most: in bytes, not only messages
 
 
 @pytest.fixture(
@@ -38,7 +39,7 @@ EPOCH = "e1"
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     implementation: Bus
     if request.param == "memory":
-        implementation = MemoryBus(history=5)
+        implementation = MemoryBus(history=5, history_bytes=HISTORY_BYTES)
         yield implementation
         await implementation.close()
         return
@@ -54,7 +55,7 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
                 client.flushall()
         connection = await connect(cluster.url)
         assert connection.cluster, "the URL of one node is enough to find the cluster"
-    implementation = RedisBus(connection, history=5)
+    implementation = RedisBus(connection, history=5, history_bytes=HISTORY_BYTES)
     yield implementation
     await implementation.close()
     await connection.close()
@@ -156,3 +157,18 @@ async def test_summaries_tell_lists_what_they_show_without_whole_views(bus: Bus)
     summaries = await bus.summaries(["b", "nobody"])
     assert summaries == {"b": summarize(a_view("b", 3, "S3"))}
     assert summaries["b"]["partitions"] == {"total": 1, "available": 0, "failed": 0}
+
+
+async def test_history_is_bounded_in_bytes_and_resume_past_it_needs_a_snapshot(bus: Bus) -> None:
+    await bus.start(lambda m: None)
+    view = a_view("b", 1)
+    assert await bus.publish(messages.snapshot("b", EPOCH, 1, view), view)
+    for seq in range(2, 6):  # four deltas of 3 KiB: more than the history's 8 KiB
+        changes = {"message": str(seq) * 3 * 1024}
+        view = {**view, **changes, "seq": seq}
+        assert await bus.publish(messages.delta("b", EPOCH, seq, changes), view)
+    assert await bus.history("b", Position(EPOCH, 1)) is None, "that far back: a snapshot"
+    recent = await bus.history("b", Position(EPOCH, 4))
+    assert recent is not None and [m.seq for m in recent] == [5], "the newest are kept"
+    latest = await bus.latest("b")
+    assert latest is not None and codec.loads(latest.view_json)["message"] == "5" * 3 * 1024

@@ -24,6 +24,7 @@ from gateway.client import (
     Update,
     backoff,
 )
+from gateway.guard.tokens import mint
 from gateway.protocol import codec
 from gateway.protocol.resume import Position, token
 from gateway.simulator import Simulator
@@ -476,3 +477,49 @@ async def test_closing_the_client_ends_its_follows(sim: Simulator, gateway: Test
         assert first.kind == "snapshot" and first.previous is None
     with pytest.raises(StopAsyncIteration):
         await anext(follow)
+
+
+# --- access tokens
+
+SECRET = "a-secret-of-at-least-32-bytes-long"
+
+
+async def test_a_token_opens_a_guarded_gateway_and_none_is_a_clear_refusal(
+    sim: Simulator, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway(auth_secret=SECRET)
+    build_id = sim.create_build(2)
+    url = str(gateway.make_url("")).rstrip("/")
+    async with Client(url) as client:
+        with pytest.raises(GatewayError) as refused:
+            await anext(client.follow(build_id))
+        assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    async with Client(url, token=mint(SECRET, [build_id], 60)) as client:
+        assert (await client.view(build_id))["buildId"] == build_id
+        assert (await anext(client.follow(build_id))).kind == "snapshot"
+
+
+async def test_a_token_function_renews_an_expired_token_and_the_follow_goes_on_unbroken(
+    sim: Simulator, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway(auth_secret=SECRET, token_leeway=0.0)
+    build_id = sim.create_build(3)
+    handed: list[str] = []
+
+    async def fresh_token() -> str:
+        handed.append(mint(SECRET, [build_id], ttl=2 if not handed else 600))
+        return handed[-1]
+
+    async with Client(str(gateway.make_url("")), token=fresh_token) as client:
+        watcher = Watcher(client, build_id)
+        await eventually(lambda: asyncio.sleep(0, len(handed)), lambda n: n >= 2, timeout=15)
+        mark = len(watcher.updates)
+        sim.finish(build_id)
+        await eventually(
+            lambda: asyncio.sleep(0, watcher.view(build_id)),
+            lambda view: view is not None and view["status"] == "BuildRequestCompleted",
+        )
+        await watcher.stop()
+    assert watcher.kinds(build_id) and watcher.kinds(build_id)[0] == "snapshot"
+    assert set(watcher.kinds(build_id, since=mark)) == {"delta"}, "resumed, not restarted"
+    assert [c.reachable for c in watcher.connectivity] == [], "a renewal is no outage"

@@ -72,3 +72,20 @@ async def test_after_a_pause_the_resync_snapshot_reaches_a_current_client() -> N
         "told updates paused, the client learns it is current again"
     )
     assert await follower.admit([current]) == [], "once"
+
+
+async def test_a_catch_up_heavier_than_the_snapshot_is_the_snapshot() -> None:
+    bus = MemoryBus()
+    view = {"seq": 1, "log": ""}
+    await bus.publish(messages.snapshot("b", "e", 1, view), view)
+    for seq in range(2, 40):  # each replaces the same 4 KiB: the view stays small
+        changes = {"log": str(seq % 10) * 4096}
+        view = {**view, **changes, "seq": seq}
+        await bus.publish(messages.delta("b", "e", seq, changes), view)
+    follower = Follower(bus, "b")
+    caught_up = await follower.catch_up(Position("e", 1))
+    assert [m.kind for m in caught_up] == [Kind.SNAPSHOT], "150 KB of deltas, a 4 KB snapshot"
+    assert follower.at == Position("e", 39)
+    assert [m.seq for m in await follower.catch_up(Position("e", 37))] == [38, 39], (
+        "a short absence still gets its deltas"
+    )

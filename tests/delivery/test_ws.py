@@ -3,56 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.protocol.diff import apply
 from gateway.simulator import Simulator
 from gateway.state import STATE
 from tests.helpers.gateways import StartGateway, drive
+from tests.helpers.ws import connect
 
 ENDED = ("BuildRequestCompleted", "BuildRequestFailed")
-
-
-class Socket:
-    """A WebSocket client keeping a view per build, as a service would."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.views: dict[str, dict[str, Any]] = {}
-        self.received: list[dict[str, Any]] = []
-
-    async def send(self, **op: Any) -> None:
-        await self.ws.send_str(orjson.dumps(op).decode())
-
-    async def next(self, timeout: float = 10) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            frame = await self.ws.receive()
-        assert frame.type is aiohttp.WSMsgType.TEXT, frame
-        message: dict[str, Any] = orjson.loads(frame.data)
-        self.received.append(message)
-        build_id = message.get("buildId")
-        if message["type"] == "snapshot":
-            self.views[build_id] = message["view"]
-        elif message["type"] == "delta":
-            view = self.views[build_id]
-            assert message["seq"] == view["seq"] + 1, f"a gap in {build_id}"
-            self.views[build_id] = apply(view, message["seq"], message["changes"])
-        return message
-
-    async def until(self, done: Any, timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while not done(self):
-                await self.next()
-
-
-async def connect(session: aiohttp.ClientSession, gateway: TestServer, **kwargs: Any) -> Socket:
-    ws = await session.ws_connect(gateway.make_url("/api/v1/ws"), **kwargs)
-    return Socket(ws)
 
 
 async def test_two_builds_on_one_socket_and_unsubscribe_stops_one(
@@ -142,7 +103,7 @@ async def test_bad_frames_get_bad_request_and_the_socket_stays_usable(
 async def test_unknown_builds_and_the_cap_are_answered_per_build(
     sim: Simulator, start_gateway: StartGateway, session: aiohttp.ClientSession
 ) -> None:
-    gateway = await start_gateway(stream_builds=1)
+    gateway = await start_gateway(stream_builds=2)
     socket = await connect(session, gateway)
     await socket.send(op="subscribe", buildId="br-nowhere")
     error = await socket.next()
@@ -152,7 +113,7 @@ async def test_unknown_builds_and_the_cap_are_answered_per_build(
     assert (await socket.next())["type"] == "snapshot"
     await socket.send(op="subscribe", buildId=other)
     error = await socket.next()
-    assert (error["code"], error["buildId"]) == ("too_many", other)
+    assert (error["code"], error["buildId"]) == ("too_many", other), "the refused one counts"
     await socket.ws.close()
 
 

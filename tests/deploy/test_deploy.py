@@ -561,6 +561,24 @@ async def test_nginx_forwards_client_address_scheme_and_host(
     assert headers.get("Connection", "").lower() != "close"
 
 
+async def test_nginx_logs_paths_without_their_query_string(
+    proxied: tuple[str, StandIn], tmp_path: Path
+) -> None:
+    """A stream's `?token=` must not reach nginx's log."""
+    url, _ = proxied
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/v1/echo?token=SECRET-TOKEN") as response,
+    ):
+        assert response.status == 200
+    log = tmp_path / "nginx" / "access.log"
+    for _ in range(50):  # nginx writes the line as the request ends
+        if log.exists() and "/api/v1/echo" in log.read_text():
+            break
+        await asyncio.sleep(0.05)
+    assert "/api/v1/echo" in log.read_text() and "SECRET-TOKEN" not in log.read_text()
+
+
 async def test_nginx_upgrades_websockets(proxied: tuple[str, StandIn]) -> None:
     url, _ = proxied
     async with (

@@ -14,13 +14,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
-from playwright.async_api import Page
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
+from gateway.guard.http import CSP
 from gateway.protocol.codec import error_body
 from gateway.protocol.diff import apply
 from gateway.protocol.resume import build_tag
@@ -43,6 +47,43 @@ FLAGS = [
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+"""What the gateway's pages are served with, `FakeGateway`'s too: no page may need inline code."""
+
+TOKEN_KEY = "buildcast.token"
+"""Where a page keeps the access token it was opened with (sessionStorage)."""
+
+# Before a page's own scripts: every `securitypolicyviolation` event it sees.
+_CSP_EVENTS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
+class CspWatch:
+    """A page's Content-Security-Policy violations: the reports on its console, and the
+    `securitypolicyviolation` events, recorded from before its first script runs."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console: list[str] = []
+        page.on("console", self._console)
+
+    @classmethod
+    async def start(cls, page: Page) -> CspWatch:
+        await page.add_init_script(_CSP_EVENTS)
+        return cls(page)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.console.append(message.text)
+
+    async def violations(self) -> list[str]:
+        events: list[str] = await self.page.evaluate("window.__cspViolations || []")
+        return self.console + events
+
 
 async def set_visibility(page: Page, state: str) -> None:
     """What the browser does when the tab goes to the background or comes back."""
@@ -58,6 +99,33 @@ async def set_visibility(page: Page, state: str) -> None:
     )
 
 
+async def new_page(browser: Browser, width: int = 1600, height: int = 900, **knobs: Any) -> Page:
+    """A wall's page, of its own context; each knob is set as `window.BUILDCAST_WALL_<KNOB>`
+    before the page runs."""
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    settings = "".join(f"window.BUILDCAST_WALL_{k.upper()} = {v!r};" for k, v in knobs.items())
+    if settings:
+        await context.add_init_script(settings)
+    return await context.new_page()
+
+
+def wall_url(server: TestServer, builds: Sequence[str] = (), **query: str) -> str:
+    pairs = [("build", b) for b in builds] + list(query.items())
+    return str(server.make_url("/wall")) + ("?" + urlencode(pairs) if pairs else "")
+
+
+def tile(page: Page, build_id: str) -> Locator:
+    """A wall's tile of one build."""
+    return page.locator(f'.tile[data-build-id="{build_id}"]')
+
+
+def record_requests(page: Page) -> list[str]:
+    """The URL of every request the page makes from now on."""
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    return urls
+
+
 class FakeGateway:
     """The pages' routes with streams the test controls: real HTTP, the real web/ files.
 
@@ -67,15 +135,17 @@ class FakeGateway:
     then whatever the test sends. Each message's id is a cursor, as the gateway's: the
     `EPOCH.SEQ.TAG` token of every build, `~`-joined. `connections` records each stream
     request's resume id (query or header); after `refuse()`, stream requests get the
-    gateway's error body instead, until `accept()`.
+    gateway's error body instead (with `Retry-After` when given), until `accept()`.
+    Its pages carry the gateway's Content-Security-Policy.
     """
 
     def __init__(self, view: dict[str, Any], *others: dict[str, Any]) -> None:
         self.views = {v["buildId"]: v for v in (view, *others)}
         self.build_id: str = view["buildId"]
         self.connections: list[str | None] = []
+        self.stream_urls: list[str] = []  # each stream request's path and query
         self.rest_requests = 0
-        self.refusal: tuple[int, str, str] | None = None
+        self.refusal: tuple[int, str, str, int | None] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
 
     @property
@@ -87,6 +157,7 @@ class FakeGateway:
         app.add_routes(
             [
                 web.get("/builds/{build_id}", self._page),
+                web.get("/wall", self._wall),
                 web.get("/blank", self._blank),
                 web.get("/api/v1/builds/{build_id}", self._rest),
                 web.get("/api/v1/builds/{build_id}/stream", self._stream),
@@ -132,21 +203,27 @@ class FakeGateway:
         for queue in self._queues:
             queue.put_nowait(None)
 
-    def refuse(self, status: int, code: str, message: str) -> None:
-        self.refusal = (status, code, message)
+    def refuse(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        self.refusal = (status, code, message, retry_after)
 
     def accept(self) -> None:
         self.refusal = None
 
     async def _page(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(WEB / "build.html")
+        return web.FileResponse(WEB / "build.html", headers=PAGE_HEADERS)
+
+    async def _wall(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB / "wall.html", headers=PAGE_HEADERS)
 
     async def _blank(self, request: web.Request) -> web.Response:
         """A page with the shared scripts and nothing else: for tests of those scripts."""
         scripts = "".join(
-            f'<script src="/static/{name}"></script>' for name in ("protocol.js", "stream.js")
+            f'<script src="/static/{name}"></script>'
+            for name in ("protocol.js", "common.js", "stream.js")
         )
-        return web.Response(text=f"<!doctype html>{scripts}", content_type="text/html")
+        return web.Response(
+            text=f"<!doctype html>{scripts}", content_type="text/html", headers=PAGE_HEADERS
+        )
 
     async def _rest(self, request: web.Request) -> web.Response:
         self.rest_requests += 1
@@ -155,10 +232,15 @@ class FakeGateway:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         resume = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
         self.connections.append(resume)
+        self.stream_urls.append(request.path_qs)
         if self.refusal is not None:
-            status, code, message = self.refusal
+            status, code, message, retry_after = self.refusal
+            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
             return web.Response(
-                status=status, body=error_body(code, message), content_type="application/json"
+                status=status,
+                body=error_body(code, message),
+                content_type="application/json",
+                headers=headers,
             )
         build_ids = request.query.getall("build", []) or [request.match_info["build_id"]]
         held = set((resume or "").split("~"))
@@ -206,6 +288,7 @@ def small_view(build_id: str = "br-fake") -> dict[str, Any]:
             },
         ],
         "stale": False,
+        "checkedAtMs": None,
     }
 
 

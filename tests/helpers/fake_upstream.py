@@ -26,12 +26,14 @@ BASE = "http://bgs.test"
 class FakeUpstream:
     sim: Simulator
     delay: float = 0.0  # seconds before each answer
+    delay_unknown: float = 0.0  # seconds before answering 404 for a build it does not have
     status: int | None = None  # answer every request with this status instead
     builds: Counter[str] = field(default_factory=Counter)  # requests per build
     endpoints: Counter[str] = field(default_factory=Counter)  # build, partition_status, ...
     partitions_read: list[str] = field(default_factory=list)  # refs, in order
     in_flight: Counter[str] = field(default_factory=Counter)
-    max_in_flight: Counter[str] = field(default_factory=Counter)
+    max_in_flight: Counter[str] = field(default_factory=Counter)  # per build or ref
+    most_at_once: int = 0  # requests in flight at once, all of them
 
     def client(self, timeout: float = 5.0) -> UpstreamClient:
         return UpstreamClient(BASE, timeout=timeout, transport=httpx.MockTransport(self.answer))
@@ -49,6 +51,7 @@ class FakeUpstream:
             self.partitions_read.append(key)
         self.in_flight[key] += 1
         self.max_in_flight[key] = max(self.max_in_flight[key], self.in_flight[key])
+        self.most_at_once = max(self.most_at_once, self.in_flight.total())
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -56,6 +59,8 @@ class FakeUpstream:
                 return httpx.Response(self.status)
             return httpx.Response(200, json=self._body(endpoint, key))
         except KeyError:
+            if self.delay_unknown:
+                await asyncio.sleep(self.delay_unknown)
             return httpx.Response(404, json={"error": f"no {key}"})
         finally:
             self.in_flight[key] -= 1

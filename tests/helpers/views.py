@@ -19,4 +19,5 @@ def a_view(build_id: str, seq: int, status: str = "BuildRequestExecuting") -> di
         },
         "events": [],
         "stale": False,
+        "checkedAtMs": None,
     }

@@ -17,9 +17,12 @@ from gateway.ingest.payloads import (
     PartitionStatusResponse,
 )
 from gateway.ingest.views import (
+    LOG_BYTES,
+    LOG_LINES,
     EventViews,
     build_view,
     event_view,
+    log_tail,
     partition_view,
     partitions_from_events,
 )
@@ -128,6 +131,7 @@ VIEW = {
     },
     "events": EVENT_VIEWS,
     "stale": False,
+    "checkedAtMs": None,
 }
 
 
@@ -519,3 +523,15 @@ def test_event_views_convert_each_event_once_and_start_over_on_a_rewrite() -> No
     assert views[2][0] is not views[1][0], "converted again after a rewrite"
     views[3].append({"eventId": "scribbled"})
     assert len(kept.views) == 2, "each view has a list of its own"
+
+
+def test_a_job_log_keeps_its_last_lines_within_the_limits_and_says_how_many_it_left() -> None:
+    many = [f"line {n}" for n in range(LOG_LINES + 7)]
+    view = event_view(parse_event(job={"log_lines": many}))
+    assert view["job"]["logLines"] == many[7:] and view["job"]["truncatedLines"] == 7
+    wide = ["é" * 600_000, "tail"]  # 1.2 MB of UTF-8 in its first line alone
+    view = event_view(parse_event(job={"log_lines": wide}))
+    assert view["job"]["logLines"] == ["tail"] and view["job"]["truncatedLines"] == 1
+    view = event_view(parse_event(job={"log_lines": ["short"]}))
+    assert "truncatedLines" not in view["job"], "only when something was left out"
+    assert sum(len(line.encode()) + 1 for line in log_tail(wide * 3)[0]) <= LOG_BYTES

@@ -9,6 +9,7 @@ files over real HTTP and streams exactly what the test tells it to.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -361,3 +362,66 @@ async def test_a_pause_notice_keeps_the_stream_and_an_error_ends_it(
     fake.end_streams()
     await page.wait_for_timeout(1500)  # three times `retry:`: nothing reconnects
     assert len(fake.connections) == 1
+
+
+async def test_stale_data_shows_its_age_from_when_the_upstream_last_answered(
+    start_fake: StartFake, page: Page
+) -> None:
+    now = int(time.time() * 1000)
+    view = small_view()
+    view.update(stale=True, checkedAtMs=now - 3 * 60_000 - 5_000, updatedAtMs=now - 2 * 3_600_000)
+    fake, server = await start_fake(view)
+    await page.goto(str(server.make_url("/builds/br-fake")))
+    await expect(page.locator("#conn")).to_have_text("upstream stale", timeout=WAIT)
+    await expect(page.locator("#conn-age")).to_have_text("data from 3 min ago")
+    await expect(page.locator("#notice")).to_contain_text("last known state")
+
+    # Never answered since this gateway started: the page's own guess, the last change.
+    fake.send(fake.delta({"checkedAtMs": None}))
+    await expect(page.locator("#conn-age")).to_have_text("data from 2 h ago", timeout=WAIT)
+    fake.send(fake.delta({"stale": False}))
+    await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT)
+    await expect(page.locator("#conn-age")).to_have_text("")
+
+
+async def test_a_job_log_says_how_many_earlier_lines_the_gateway_left_out(
+    start_fake: StartFake, page: Page
+) -> None:
+    view = small_view()
+    job = {
+        "jobRunId": "jr-1",
+        "jobLabel": "//jobs:long",
+        "status": "JobRunning",
+        "targetPartitions": ["a/date=1"],
+    }
+    view["events"] += [
+        {
+            "eventId": "ev-2",
+            "timestampMs": 1_795_766_401_000,
+            "eventType": "JobEvent",
+            "message": "Job running",
+            "job": {**job, "logLines": ["line 1235", "line 1236"], "truncatedLines": 1234},
+        },
+        {
+            "eventId": "ev-3",
+            "timestampMs": 1_795_766_402_000,
+            "eventType": "JobEvent",
+            "message": "Job running",
+            "job": {**job, "jobRunId": "jr-2", "logLines": ["short"]},
+        },
+    ]
+    _, server = await start_fake(view)
+    await page.goto(str(server.make_url("/builds/br-fake")))
+    long, short = (page.locator(f'[data-event-id="ev-{n}"] details') for n in (2, 3))
+    await long.locator("summary").click(timeout=WAIT)
+    await short.locator("summary").click()
+    lines = long.locator("pre.logs .ln")
+    await expect(lines).to_have_text(["1,234 earlier lines not shown", "line 1235", "line 1236"])
+    await expect(short.locator("pre.logs .ln")).to_have_text(["short"])
+    await expect(long.locator("summary")).to_contain_text("2 of 1,236 log lines")
+    await expect(short.locator("summary")).to_contain_text("1 log line")
+    # The kept lines keep their own numbers: the count starts after the lines left out.
+    reset = await long.locator("pre.logs").evaluate("(pre) => getComputedStyle(pre).counterReset")
+    assert reset == "ln 1234"
+    cut = await lines.first.evaluate("(s) => getComputedStyle(s, '::before').content")
+    assert cut == '"⋯"', "the notice is not a numbered line"

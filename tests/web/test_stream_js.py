@@ -66,7 +66,9 @@ async def logged(page: Page, *kinds: str) -> list[list[Any]]:
 
 
 async def until(page: Page, condition: str) -> None:
-    await page.wait_for_function(condition, timeout=WAIT, polling=50)
+    # A function, not an expression: Playwright evaluates an expression with eval() after
+    # its first try, which the page's Content-Security-Policy forbids.
+    await page.wait_for_function(f"() => {condition}", timeout=WAIT, polling=50)
 
 
 async def snapshots(page: Page, count: int) -> None:
@@ -159,17 +161,22 @@ async def test_a_refused_stream_is_explained_and_retried_with_backoff(
     assert await page.evaluate("stream.refusal") is None
 
 
-async def test_a_final_refusal_ends_the_stream(start_fake: StartFake, page: Page) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (404, "not_found", "no build request br-a upstream"),
+        (429, "too_many", "at most 50 builds on one stream"),  # no Retry-After: for good
+    ],
+)
+async def test_a_final_refusal_ends_the_stream(
+    start_fake: StartFake, page: Page, status: int, code: str, message: str
+) -> None:
     fake, server = await start_fake(small_view("br-a"))
-    fake.refuse(404, "not_found", "no build request br-a upstream")
-    await start(page, server, ["br-a"], baseMs=100, finalStatuses=[404])
+    fake.refuse(status, code, message)
+    await start(page, server, ["br-a"], baseMs=100, finalStatuses=[status])
     await until(page, "stream.state === 'ended'")
     assert await logged(page, "end") == [
-        [
-            "end",
-            "br-a",
-            {"status": 404, "code": "not_found", "message": "no build request br-a upstream"},
-        ]
+        ["end", "br-a", {"status": status, "code": code, "message": message}]
     ]
     await page.wait_for_timeout(600)  # several backoffs: nothing more is asked
     assert len(fake.connections) == 2, "the stream, and the same URL fetched to learn why"
@@ -201,3 +208,36 @@ async def test_a_silent_stream_reopens_from_its_cursor(start_fake: StartFake, pa
     reopens = await page.evaluate("stats.silentReopens")
     assert fake.connections == [None] + [fake.cursor()] * reopens
     assert len(await logged(page, "snapshot")) == 2, "every reopen resumed: no snapshot"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_refusal_with_retry_after_waits_that_long_and_is_not_final(
+    start_fake: StartFake, page: Page, status: int
+) -> None:
+    """A replica at its limit, a client asking too fast, a full process: try again later."""
+    fake, server = await start_fake(small_view("br-a"))
+    fake.refuse(status, "too_many", "this replica watches its most builds", retry_after=1)
+    # The page would end the stream on a 429 that does not say when to come back.
+    await start(page, server, ["br-a"], baseMs=100, capMs=400, finalStatuses=[429])
+    await until(page, "log.filter(([kind, state, delay]) => state === 'down' && delay).length >= 2")
+    assert await page.evaluate("stream.refusal") == {
+        "status": status,
+        "code": "too_many",
+        "message": "this replica watches its most builds",
+        "retryAfterMs": 1000,
+    }
+    delays = [entry[2] for entry in await logged(page, "state") if entry[2]]
+    assert all(980 <= delay <= 1000 for delay in delays), f"Retry-After over the backoff: {delays}"
+    assert not await logged(page, "end")
+
+    fake.accept()
+    await until(page, "stream.state === 'live' && log.some(([kind]) => kind === 'snapshot')")
+
+
+async def test_the_tabs_token_goes_on_the_streams_url(start_fake: StartFake, page: Page) -> None:
+    fake, server = await start_fake(small_view("br-a"), small_view("br-b"))
+    await page.goto(str(server.make_url("/blank")) + "?token=t0k.en&x=1")
+    assert await page.evaluate("location.search") == "?x=1"
+    await page.evaluate(START, [["br-a", "br-b"], {"multi": True}])
+    await snapshots(page, 2)
+    assert fake.stream_urls == ["/api/v1/stream?build=br-a&build=br-b&token=t0k.en"]

@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
-from collections.abc import Sequence
-from typing import Any
-from urllib.parse import urlencode
+import time
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator
+from tests.helpers.browser import new_page, record_requests, small_view, tile, wall_url
 from tests.helpers.gateways import ARTIFACTS, StartGateway, Upstream
+from tests.web.conftest import StartFake
 
 pytestmark = pytest.mark.browser
 
 WAIT = 15_000  # ms: generous, the machine is small and other suites run beside this one
-
-
-async def new_page(browser: Browser, width: int = 1600, height: int = 900, **knobs: Any) -> Page:
-    """A page of its own context; each knob is set as `window.BUILDCAST_WALL_<KNOB>` first."""
-    context = await browser.new_context(viewport={"width": width, "height": height})
-    settings = "".join(f"window.BUILDCAST_WALL_{k.upper()} = {v!r};" for k, v in knobs.items())
-    if settings:
-        await context.add_init_script(settings)
-    return await context.new_page()
-
-
-def wall_url(server: TestServer, builds: Sequence[str] = (), **query: str) -> str:
-    pairs = [("build", b) for b in builds] + list(query.items())
-    return str(server.make_url("/wall")) + ("?" + urlencode(pairs) if pairs else "")
-
-
-def tile(page: Page, build_id: str) -> Locator:
-    return page.locator(f'.tile[data-build-id="{build_id}"]')
-
-
-def record_requests(page: Page) -> list[str]:
-    urls: list[str] = []
-    page.on("request", lambda request: urls.append(request.url))
-    return urls
 
 
 def streams(urls: list[str]) -> list[str]:
@@ -202,7 +179,8 @@ async def test_a_tile_says_when_its_build_cannot_be_read_upstream(
     await expect(flag).to_be_hidden()
 
     await control.faults(status=503)  # the gateway keeps the last good view, marked stale
-    await expect(flag).to_have_text("stale", timeout=WAIT)
+    # ...and says when the upstream last answered: the flag gives the data's age.
+    await expect(flag).to_have_text(re.compile(r"^stale · (just now|\d+ s ago)$"), timeout=WAIT)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await control.clear_faults()
     sim.advance(build_id, 2)
@@ -254,8 +232,8 @@ async def test_24_builds_fit_one_screen_in_full_hd_and_4k(
     await page.screenshot(path=str(ARTIFACTS / "wall.png"))  # the one in docs/images, refreshed
 
     await page.set_viewport_size({"width": 3840, "height": 2160})
-    await page.wait_for_function(
-        "parseFloat(getComputedStyle(grid).getPropertyValue('--tile-fs')) > 30"
+    await page.wait_for_function(  # a function: the page's CSP forbids eval() of an expression
+        "() => parseFloat(getComputedStyle(grid).getPropertyValue('--tile-fs')) > 30"
     )
     await _fits(page)
     font = (
@@ -287,4 +265,24 @@ async def test_hostile_text_and_bad_ids_show_as_text(
     assert await page.locator("#grid img, #grid b, #grid i").count() == 0, "text became HTML"
     assert await page.evaluate("window.__pwned") is None
     assert len(streams(requests)) == 1 and "not+valid" not in streams(requests)[0]
+    await page.context.close()
+
+
+async def test_a_stale_tile_gives_the_age_of_its_data(
+    start_fake: StartFake, browser: Browser
+) -> None:
+    now = int(time.time() * 1000)
+    view = small_view()
+    view.update(stale=True, checkedAtMs=now - 5 * 60_000 - 5_000)
+    fake, server = await start_fake(view)
+    page = await new_page(browser)
+    await page.goto(wall_url(server, ["br-fake"]))
+    flag = tile(page, "br-fake").locator(".tile-flag")
+    await expect(flag).to_have_text("stale · 5 min ago", timeout=WAIT)
+    # Never answered since the gateway started: no age to give.
+    fake.send(fake.delta({"checkedAtMs": None}))
+    await expect(flag).to_have_text("stale", timeout=WAIT)
+    fake.send(fake.delta({"stale": False}))
+    await expect(flag).to_be_hidden(timeout=WAIT)
+    await expect(tile(page, "br-fake")).to_contain_text("BuildRequestExecuting")
     await page.context.close()

@@ -57,8 +57,10 @@ _HELLO = "bc:hello"
 
 # KEYS: state, log. ARGV: kind, epoch, seq, payload, base (the view's JSON, or '' for a
 # delta on the stored base), history, retention ms, channel, summary (what lists of
-# builds show, read without the view), most deltas on one base.
+# builds show, read without the view), most deltas on one base, most bytes kept in the log.
 # Answers 1 stored (or an error delivered), 0 refused by the fencing, -1 base needed.
+# The log is trimmed from its oldest end to `history` messages and `log bytes`, but never
+# past the base: `latest` needs every delta since.
 _PUBLISH = """
 if ARGV[1] ~= 'error' then
   local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'base_seq', 'tail')
@@ -73,12 +75,25 @@ if ARGV[1] ~= 'error' then
     if tail > redis.call('HSTRLEN', KEYS[1], 'base') then return -1 end
     redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'tail', tail)
   else
-    if fresh then redis.call('DEL', KEYS[2]) end
+    if fresh then
+      redis.call('DEL', KEYS[2])
+      redis.call('HSET', KEYS[1], 'log_bytes', 0)
+    end
     redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'seq', ARGV[3], 'base', ARGV[5],
                'base_seq', ARGV[3], 'tail', 0)
   end
   redis.call('HSET', KEYS[1], 'summary', ARGV[9])
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ARGV[3] .. '-0', 'm', ARGV[4])
+  redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'm', ARGV[4])
+  local kept = redis.call('HINCRBY', KEYS[1], 'log_bytes', #ARGV[4])
+  local base = tonumber(redis.call('HGET', KEYS[1], 'base_seq'))
+  local count = redis.call('XLEN', KEYS[2])
+  while count > 1 and (count > tonumber(ARGV[6]) or kept > tonumber(ARGV[11])) do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    if tonumber(string.match(oldest[1], '^[0-9]+')) > base then break end
+    redis.call('XDEL', KEYS[2], oldest[1])
+    kept = redis.call('HINCRBY', KEYS[1], 'log_bytes', -#oldest[2][2])
+    count = count - 1
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
@@ -154,6 +169,7 @@ class RedisBus:
         connection: RedisConnection,
         *,
         history: int = 1000,
+        history_bytes: int = 16 << 20,
         retention: float = 86_400.0,
         max_backoff: float = 2.0,
         compact_every: int = 100,
@@ -161,6 +177,7 @@ class RedisBus:
         self._connection = connection
         self._redis = connection.commands
         self._history = history
+        self._history_bytes = history_bytes
         self._deltas_per_base = min(compact_every, history)
         self._retention_ms = int(retention * 1000)
         self._max_backoff = max_backoff
@@ -256,6 +273,7 @@ class RedisBus:
             build_key(message.build_id, "msgs"),
             summary,
             self._deltas_per_base,
+            self._history_bytes,
         ]
         with reaching_redis():
             return int(await self._publish(keys=keys, args=args))
