@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def stopping() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def stop(tasks: Iterable[asyncio.Task[None] | None], timeout: float = 3.0) -> None:
+async def stop(tasks: Iterable[asyncio.Task[Any] | None], timeout: float = 3.0) -> None:
     """Cancel the tasks and wait for them at most `timeout` seconds; log what would not end."""
     running = [task for task in tasks if task is not None]
     for task in running:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import yaml
-from aiohttp import web
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import backends
 from gateway.aio import stop
@@ -30,8 +32,10 @@ from gateway.errors import BuildcastError
 from gateway.guard.http import FrontDoor, access
 from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.watch import Watches
+from gateway.ops import access as access_log
+from gateway.ops.metrics import REJECTIONS, Metrics, Readings
+from gateway.ops.status import Reporter, status
 from gateway.protocol import codec
-from gateway.protocol.endings import SHUTDOWN
 from gateway.protocol.rules import Code
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
@@ -43,22 +47,46 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.Application:
     """The gateway; on `redis` (which it then owns and closes) when replicas share the work."""
-    upstream = _upstream(settings, connections=100)
-    first_looks = FirstLooks(_upstream(settings, settings.first_looks), settings.first_looks)
+    metrics = Metrics()
+    upstream = _upstream(settings, 100, metrics)
+    looks = FirstLooks(_upstream(settings, settings.first_looks, metrics), settings.first_looks)
     shared = backends.create(settings, redis)
-    fanout = Fanout(shared.bus)
     watches = Watches(
-        settings, upstream, shared.bus, shared.lease, shared.missing, first_looks=first_looks
+        settings,
+        upstream,
+        shared.bus,
+        shared.lease,
+        shared.missing,
+        first_looks=looks,
+        on_published=lambda kind: metrics.published.labels(kind).inc(),
+    )
+    metrics.read(
+        Readings(
+            watched=lambda: len(watches.local_viewers()),
+            pollers=lambda: len(watches.pollers()),
+            view_age=lambda: _stalest(watches),
+            bus_up=shared.bus.up,
+        )
     )
     door = FrontDoor(settings)
-    app = web.Application(middlewares=[errors_as_json, door.middleware])
-    heartbeats = Heartbeats(settings.heartbeat)
+    app = web.Application(
+        middlewares=[access_log.middleware(settings), errors_as_json, door.middleware]
+    )
     app[STATE] = GatewayState(
-        settings, upstream, first_looks, shared, fanout, watches, heartbeats, door
+        settings=settings,
+        upstream=upstream,
+        first_looks=looks,
+        backends=shared,
+        fanout=Fanout(shared.bus, metrics),
+        watches=watches,
+        heartbeats=Heartbeats(settings.heartbeat),
+        door=door,
+        metrics=metrics,
     )
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(door.on_prepare)
+    app.on_response_prepare.append(_last_on_connection)
     app.add_routes(
         [
             web.get("/", _page(settings.web_root / "index.html")),
@@ -71,29 +99,56 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
             web.get("/api/v1/stream", multi_stream, allow_head=False, name="multi_stream"),
             web.get("/api/v1/ws", websocket, allow_head=False, name="ws"),
             web.get("/api/v1/watched", watched, name="watched"),
+            web.get("/api/v1/status", status_view, name="status"),
+            web.get("/status", _page(settings.web_root / "status.html")),
             web.get("/api/v1/openapi.json", api_document),
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
+            *probes(settings.metrics_port is None),
             web.static("/static", settings.web_root),
         ]
     )
     return app
 
 
-def _upstream(settings: Settings, connections: int) -> UpstreamClient:
+def probes(metrics: bool) -> list[web.RouteDef]:
+    """Liveness, readiness and (unless `--metrics-port` serves it) the metrics."""
+    routes = [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    return [*routes, web.get("/metrics", metrics_page)] if metrics else routes
+
+
+def metrics_app(gateway: web.Application) -> web.Application:
+    """What `--metrics-port` serves: the metrics and the probes of `gateway`, nothing else."""
+    app = web.Application(middlewares=[errors_as_json])
+    app[STATE] = gateway[STATE]
+    app.add_routes(probes(True))
+    return app
+
+
+def _upstream(settings: Settings, connections: int, metrics: Metrics) -> UpstreamClient:
+    def observe(endpoint: str, outcome: str, seconds: float) -> None:
+        metrics.upstream_requests.labels(endpoint, outcome).inc()
+        metrics.upstream_seconds.labels(endpoint).observe(seconds)
+
     return UpstreamClient(
         settings.upstream,
         timeout=settings.upstream_timeout,
         deadline=settings.upstream_deadline,
         max_bytes=settings.upstream_max_bytes,
         max_connections=connections,
+        observe=observe,
     )
+
+
+def _stalest(watches: Watches) -> float:
+    """Seconds since the upstream last answered for the build this replica polls longest ago."""
+    answered = [p.answered_ms for p in watches.pollers() if p.answered_ms is not None]
+    return max(0.0, time.time() - min(answered) / 1000) if answered else 0.0
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    await state.bus.start(state.fanout.deliver)
-    await state.backends.registry.start(state.watches.local_viewers)
+    await state.bus.start(state.fanout.deliver, state.watches.lease_released)
+    reporter = Reporter(state.backends.replica, state.watches, state.metrics.tally)
+    await state.backends.registry.start(reporter)
     beating = asyncio.create_task(state.heartbeats.run(), name="heartbeats")
     yield
     await stop([beating])
@@ -105,10 +160,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def _end_streams(app: web.Application) -> None:
     """End every stream and socket now: clients reconnect elsewhere, shutdown waits for none."""
-    state = app[STATE]
-    state.fanout.close()
-    for socket in list(state.sockets):
-        await socket.close(code=SHUTDOWN.code, message=SHUTDOWN.reason.encode())
+    app[STATE].streams.end_all()
+
+
+async def _last_on_connection(request: web.Request, response: web.StreamResponse) -> None:
+    """Once shutting down, each answer closes its connection: the next request goes elsewhere."""
+    if request.app[STATE].streams.closing:
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"  # aiohttp wrote its own before this hook
 
 
 @web.middleware
@@ -117,6 +176,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except BuildcastError as exc:
+        if exc.code in REJECTIONS:
+            request.app[STATE].metrics.rejected.labels(exc.code).inc()
         return from_error(exc)
     except web.HTTPNotFound:
         return error_response(Code.NOT_FOUND, f"no such path {request.path}")
@@ -170,6 +231,12 @@ async def watched(request: web.Request) -> web.Response:
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
 
 
+async def status_view(request: web.Request) -> web.Response:
+    """Every replica, and who polls each watched build, how often, how old its data is."""
+    found = await status(request.app[STATE].backends, access(request))
+    return web.Response(body=codec.dumps(found), content_type="application/json")
+
+
 async def api_document(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API (docs/openapi.yaml, as JSON)."""
     body = _api_document(request.app[STATE].settings.api_document)
@@ -181,11 +248,22 @@ def _api_document(path: Path) -> bytes:
     return codec.dumps(yaml.safe_load(path.read_text()))
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus' text format (`--metrics-port` may serve it apart from the API)."""
+    return web.Response(
+        body=request.app[STATE].metrics.exposition(),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if await request.app[STATE].bus.ready():
+    state = request.app[STATE]
+    if state.streams.closing:
+        return error_response(Code.NOT_READY, "shutting down")
+    if await state.bus.ready():
         return web.Response(body=b'{"status":"ready"}', content_type="application/json")
     return error_response(Code.NOT_READY, "the bus is not reachable")

@@ -20,23 +20,27 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import MISSING
 from typing import Any
 
 from aiohttp import web
 
-from gateway import settings, workers
-from gateway.app import create_app
-from gateway.backends.redis.connection import connect
+from gateway import __version__, aio, logs, settings, workers
+from gateway.app import create_app, metrics_app
+from gateway.backends.redis.connection import connect, redacted
 from gateway.errors import BusUnavailable
 from gateway.guard.runner import Runner
-from gateway.logs import Escape, Throttle, server_log
+from gateway.ops import access
+from gateway.ops.drain import drain
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+REDIS_WAIT = 10.0
+"""Seconds `serve` waits for Redis at start (compose may start it a moment later)."""
 
 SERVE_SETTINGS = (
     "upstream",
@@ -55,6 +59,8 @@ SERVE_SETTINGS = (
     "max_connections_per_client",
     "trusted_proxies",
     "upstream_max_bytes",
+    "drain_seconds",
+    "metrics_port",
 )
 DEMO_SETTINGS = ("host", "port", "poll_active", "poll_idle", "grace", "partition_refresh")
 
@@ -107,6 +113,7 @@ _METAVARS: dict[settings.Parse, str] = {
     settings.http_url: "URL",
     settings.redis_url: "URL",
     settings.origins: "ORIGIN,...",
+    settings.window: "S",
 }
 
 
@@ -152,21 +159,36 @@ def _log_level(text: str) -> str:
     return _choice(*LOG_LEVELS)(text.upper())
 
 
+GLOBAL_OPTIONS = {
+    "--log-level": (_log_level, "INFO", "LEVEL", ", ".join(LOG_LEVELS)),
+    "--log-format": (
+        _choice(*LOG_FORMATS),
+        "text",
+        "FORMAT",
+        "text, or json: one object a line (ts, level, logger, msg and fields)",
+    ),
+}
+"""Options of every command, accepted before the command or after it."""
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="buildcast", description=__doc__.splitlines()[0])
-    _add(root, "--log-level", _log_level, "INFO", ", ".join(LOG_LEVELS))
+    root.add_argument("--version", action="version", version=f"buildcast {__version__}")
+    for flag, (parse, default, _, help) in GLOBAL_OPTIONS.items():
+        _add(root, flag, parse, default, help)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        # The global option after the command too; it wins over the one before.
-        sub.add_argument(
-            "--log-level",
-            dest="command_log_level",
-            metavar="LEVEL",
-            type=_argument(_log_level),
-            help="as before the command",
-        )
+        # The global options after the command too; there they win over those before.
+        for flag, (parse, _, metavar, _) in GLOBAL_OPTIONS.items():
+            sub.add_argument(
+                flag,
+                dest="command_" + flag[2:].replace("-", "_"),
+                metavar=metavar,
+                type=_argument(parse),
+                help="as before the command",
+            )
         return sub
 
     serve = command("serve", "run the gateway")
@@ -246,6 +268,7 @@ async def _listen(
     port: int,
     reuse_port: bool = False,
     header_timeout: float = 10.0,
+    access_log: bool = False,
 ) -> web.AppRunner:
     # handler_cancellation: a client that goes away ends its stream's handler at once,
     # so its subscriber and watch are released without waiting for the next write.
@@ -256,10 +279,11 @@ async def _listen(
     runner = Runner(
         app,
         handler_cancellation=True,
-        access_log=None,
+        access_log=access.log if access_log else None,
+        access_log_class=access.AccessLogger,
         shutdown_timeout=5,
         keepalive_timeout=header_timeout,
-        logger=server_log,
+        logger=logs.server_log,
     )
     await runner.setup()
     try:
@@ -274,13 +298,24 @@ def _bound_port(runner: web.AppRunner) -> int:
     return int(runner.addresses[0][1])
 
 
-async def _until_stopped(*runners: web.AppRunner) -> None:
-    stop = asyncio.Event()
+async def _until_stopped(
+    *runners: web.AppRunner, draining: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Wait for SIGTERM or SIGINT, then run `draining` (a second signal cuts it short), then
+    stop the runners."""
+    signals: asyncio.Queue[int] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
     try:
-        await stop.wait()
+        await signals.get()
+        if draining is not None:
+            drained = asyncio.ensure_future(draining())
+            second = asyncio.ensure_future(signals.get())
+            await asyncio.wait((drained, second), return_when=asyncio.FIRST_COMPLETED)
+            if second.done():
+                logging.getLogger(__name__).warning("a second signal: stopping now")
+            await aio.stop([drained, second])
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -315,21 +350,39 @@ async def serve(args: argparse.Namespace, worker: int = 0) -> None:
     redis = None
     if config.redis:
         try:
-            redis = await connect(config.redis)
+            redis = await connect(config.redis, within=REDIS_WAIT)
         except BusUnavailable as exc:
             raise UsageError(str(exc)) from exc
     app = create_app(config, redis)
     runner = await _listen(
-        app, config.host, config.port, reuse_port=worker > 0, header_timeout=config.header_timeout
+        app,
+        config.host,
+        config.port,
+        reuse_port=worker > 0,
+        header_timeout=config.header_timeout,
+        access_log=True,
     )
-    shared = f", sharing builds through {config.redis}" if config.redis else ""
+    runners = [runner]
+    if config.metrics_port is not None:
+        try:
+            # Each worker is a replica with metrics of its own: worker n serves them on
+            # --metrics-port + n - 1, so that each can be scraped.
+            port = config.metrics_port + max(0, worker - 1) if config.metrics_port else 0
+            runners.append(await _listen(metrics_app(app), config.host, port))
+        except UsageError:
+            await runner.cleanup()
+            raise
+    shared = f", sharing builds through {redacted(config.redis)}" if config.redis else ""
     who = f" (worker {worker} of {args.workers}, pid {os.getpid()})" if worker else ""
+    metrics = f", metrics on port {_bound_port(runners[-1])}" if len(runners) > 1 else ""
     print(
         f"buildcast gateway on http://{config.host}:{_bound_port(runner)}/ "
-        f"following {config.upstream}{shared}{who}",
+        f"following {config.upstream}{shared}{metrics}{who}",
         flush=True,
     )
-    await _until_stopped(runner)
+    await _until_stopped(
+        *runners, draining=functools.partial(drain, app, runner, config.drain_seconds)
+    )
 
 
 def serve_workers(args: argparse.Namespace) -> int:
@@ -341,12 +394,15 @@ def serve_workers(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
     with reserved:
         args.port = reserved.getsockname()[1]
-        return workers.supervise(args.workers, functools.partial(_worker, args))
+        # Workers drain on the supervisor's SIGTERM: it waits the window, and a little more.
+        stop_timeout = args.drain_seconds + workers.STOP_TIMEOUT
+        return workers.supervise(args.workers, functools.partial(_worker, args), stop_timeout)
 
 
 def _worker(args: argparse.Namespace, number: int) -> None:
     """A spawned worker process: one `serve`, its errors reported as `main` would."""
-    _log(args.log_level)
+    os.setpgrp()  # signals come from the supervisor only (see gateway.workers)
+    _log(args.log_level, args.log_format)
     try:
         with _runner() as runner:
             runner.run(serve(args, number))
@@ -392,7 +448,7 @@ async def demo(args: argparse.Namespace) -> None:
     sim_runner = await _listen(create_simulator_app(sim, tick=2.0, keep_active=4), "127.0.0.1", 0)
     upstream = f"http://127.0.0.1:{_bound_port(sim_runner)}"
     config = _settings(args, DEMO_SETTINGS, upstream=upstream)
-    runner = await _listen(create_app(config), config.host, config.port)
+    runner = await _listen(create_app(config), config.host, config.port, access_log=True)
     base = f"http://{config.host}:{_bound_port(runner)}"
     print(
         f"Buildcast demo: a simulated Build Graph Service at {upstream}, the gateway at {base}/",
@@ -461,18 +517,21 @@ def _runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-def _log(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _log(level: str, form: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logs.JSON() if form == "json" else logs.TEXT)
+    handler.addFilter(logs.Escape())  # clients' text cannot forge or hide a line
+    handler.addFilter(logs.Throttle())  # nor flood the log with lines about random ids
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream request is noise
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(Escape())  # clients' text cannot forge or hide a line
-        handler.addFilter(Throttle())  # nor flood the log with lines about random ids
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    args.log_level = args.command_log_level or args.log_level
-    _log(args.log_level)
+    for flag in GLOBAL_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        setattr(args, name, getattr(args, "command_" + name) or getattr(args, name))
+    _log(args.log_level, args.log_format)
     try:
         if args.command == "serve" and args.workers > 1:
             return serve_workers(args)

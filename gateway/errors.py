@@ -6,12 +6,14 @@
     ├── TooMany                 more than a limit allows, maybe for now      too_many
     ├── Unauthorized            no token, or a bad or expired one           unauthorized
     ├── Forbidden               a build outside the token, a foreign Origin forbidden
+    ├── Draining                a new stream on a replica shutting down     not_ready
     ├── BusUnavailable          Redis cannot be reached: transient          upstream_unavailable
     └── UpstreamError           anything the Build Graph Service did
         ├── BuildGone           the build can never be followed: its streams end
         │   ├── UpstreamNotFound    404: no such build or partition         not_found
         │   └── UpstreamBadRequest  400: the upstream refused the id        invalid_build_id
-        └── UpstreamUnavailable 5xx, timeout, refused connection: transient upstream_unavailable
+        └── UpstreamUnavailable 5xx, refused connection: transient          upstream_unavailable
+            ├── UpstreamTimeout no answer in time (a read, or the whole request)
             └── UpstreamInvalid a body that is not the documented JSON: transient
                                 too (the last good state stays), logged
 
@@ -27,6 +29,8 @@ class BuildcastError(Exception):
     """Base of every error Buildcast raises on purpose."""
 
     code = Code.INTERNAL
+    retry_after: float | None = None  # seconds, sent as Retry-After: the refusal is for now
+    status: int | None = None  # an HTTP status other than the code's
 
 
 class InvalidBuildId(BuildcastError):
@@ -68,6 +72,13 @@ class Forbidden(BuildcastError):
     code = Code.FORBIDDEN
 
 
+class Draining(BuildcastError):
+    """A stream asked of a replica that is shutting down: another replica serves it."""
+
+    code = Code.NOT_READY
+    retry_after = 1.0
+
+
 class BusUnavailable(BuildcastError):
     """The bus (Redis) cannot be reached; callers keep what they have and retry later."""
 
@@ -98,6 +109,10 @@ class UpstreamBadRequest(BuildGone):
 
 class UpstreamUnavailable(UpstreamError):
     """A transient failure: 5xx, timeout, refused or reset connection."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """No answer in time: a connection, a read, or the whole request past its deadline."""
 
 
 class UpstreamInvalid(UpstreamUnavailable):

@@ -1,4 +1,5 @@
-"""What the gateway's logs may hold: never a line an attacker wrote, never a flood of them.
+"""What the gateway's logs may hold and how they look: never a line an attacker wrote,
+never a flood of them; plain text for people, or one JSON object a line for collectors.
 
 Build ids, refs, upstream messages and request lines are attacker-chosen text.
 `Escape` rewrites every string a log record carries so that a CR or LF cannot
@@ -7,6 +8,10 @@ forge a line and a bidi control cannot hide one (`\\x0a`, `\\u202e`).
 how many it held back. `server_log` is what aiohttp's server logs with: a
 request it could not parse (an over-long line or header, not HTTP at all) is
 one WARNING without a traceback; anything else keeps its traceback.
+
+`TEXT` and `JSON` are the two formats of `--log-format`. A JSON line holds
+`ts`, `level`, `logger` and `msg`, and the record's fields (the access log's
+`client`, `route`, `status`...) as keys of their own.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import time
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
+from pythonjsonlogger.json import JsonFormatter
 
 from gateway.guard.limits import Bucket
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
 
 
 def escape(text: str) -> str:
@@ -49,6 +57,19 @@ def _safe(value: Any) -> Any:
     if isinstance(value, int | float | bool) or value is None:
         return value
     return escape(str(value))
+
+
+TEXT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class JSON(JsonFormatter):
+    def __init__(self) -> None:
+        super().__init__(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger", "message": "msg"},
+            timestamp="ts",  # ISO 8601, in UTC
+        )
 
 
 THROTTLED = "throttled"

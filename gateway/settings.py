@@ -23,8 +23,15 @@ from gateway.protocol.rules import HEARTBEAT_SECONDS, STREAM_BUILDS
 MIN_SECRET_BYTES = 32
 """HS256 keys shorter than the hash (RFC 7518 3.2) make tokens forgeable by brute force."""
 
-WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
-API_DOCUMENT = WEB_ROOT.parent / "docs" / "openapi.yaml"
+# The pages and the API document: installed from a wheel, they sit inside the package
+# (pyproject.toml maps web/ to gateway/web and docs/openapi.yaml to gateway/openapi/);
+# in a checkout, and so in an editable install, which runs the checkout, only the source
+# folders beside the package exist, and they are served as they are edited.
+_PACKAGE = Path(__file__).resolve().parent
+if (_PACKAGE / "web").is_dir():
+    WEB_ROOT, API_DOCUMENT = _PACKAGE / "web", _PACKAGE / "openapi" / "openapi.yaml"
+else:
+    WEB_ROOT, API_DOCUMENT = _PACKAGE.parent / "web", _PACKAGE.parent / "docs" / "openapi.yaml"
 
 T = TypeVar("T")
 
@@ -44,6 +51,13 @@ def seconds(text: str) -> float:
 
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d|)\s*", re.IGNORECASE)
 _SECONDS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def window(text: str) -> float:
+    value = _number(text, float, "a number of seconds")
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more seconds, not {text}")
+    return value
 
 
 def duration(text: str) -> float:
@@ -201,6 +215,16 @@ class Settings:
         "largest upstream answer read (64MiB, 1GiB, ...); a larger one leaves the view stale",
         size,
         64 << 20,
+    )
+    drain_seconds: float = option(
+        "on SIGTERM, seconds over which viewers are sent to other replicas (0: all at once)",
+        window,
+        10.0,
+    )
+    metrics_port: int | None = option(
+        "serve /metrics (and the probes) on this port, and not on --port; none: on --port",
+        tcp_port,
+        None,
     )
     # Upstream requests one poller may have in flight for partition statuses.
     partition_concurrency: int = 8

@@ -9,9 +9,11 @@ from aiohttp import web
 from gateway.backends import Backends, Bus
 from gateway.delivery.fanout import Fanout
 from gateway.delivery.heartbeat import Heartbeats
+from gateway.delivery.streams import Streams
 from gateway.guard.http import FrontDoor
 from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.watch import Watches
+from gateway.ops.metrics import Metrics
 from gateway.settings import Settings
 
 
@@ -25,8 +27,9 @@ class GatewayState:
     watches: Watches
     heartbeats: Heartbeats
     door: FrontDoor
-    # Open WebSockets, closed with 1001 on shutdown (those without subscriptions too).
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    metrics: Metrics
+    # Open SSE streams and WebSockets (those without subscriptions too), ended on shutdown.
+    streams: Streams = field(default_factory=Streams)
 
     @property
     def bus(self) -> Bus:

@@ -7,8 +7,10 @@ machines do, which is why workers need `--redis`.
 
 The parent only supervises. It holds the port, so that `--port 0` names one
 port for every worker and a port taken by someone else is refused at once; it
-restarts a worker that dies; on SIGTERM or SIGINT it stops them all, and kills
-those that do not stop within `STOP_TIMEOUT`.
+restarts a worker that dies; on SIGTERM or SIGINT it asks them all to stop
+(each drains its viewers), passes a second signal on, and kills those that
+have not stopped in time. Workers have a process group of their own, so a
+terminal's Ctrl+C reaches them once, through the parent.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ RESTART_DELAY = 1.0
 """Seconds before a dead worker is started again: a crash loop stays slow."""
 
 STOP_TIMEOUT = 10.0
-"""Seconds workers get to end their streams on shutdown before they are killed."""
+"""Seconds workers get to stop after their drain window before they are killed."""
 
 USAGE_ERROR = 2
 """A worker's exit status for a bad option or an unreachable dependency: restarting won't help."""
@@ -48,8 +50,11 @@ def reserve(host: str, port: int) -> socket.socket:
     return sock
 
 
-def supervise(count: int, target: Callable[[int], None]) -> int:
-    """Run `target(number)` in `count` processes until a signal; the exit status to return."""
+def supervise(count: int, target: Callable[[int], None], stop_timeout: float = STOP_TIMEOUT) -> int:
+    """Run `target(number)` in `count` processes until a signal; the exit status to return.
+
+    On the signal each worker drains (`gateway.ops.drain`); those still running after
+    `stop_timeout` seconds are killed. A second signal is passed on: they stop at once."""
     context = multiprocessing.get_context("spawn")  # no inherited event loop or sockets
     stopping: list[int] = []
 
@@ -84,22 +89,25 @@ def supervise(count: int, target: Callable[[int], None]) -> int:
                 time.sleep(RESTART_DELAY)
                 workers[number] = start(number)
     finally:
-        _stop(list(workers.values()))
+        _stop(list(workers.values()), stop_timeout, stopping)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return status
 
 
-def _stop(processes: list[BaseProcess]) -> None:
-    for process in processes:
-        if process.exitcode is None:
-            process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.exitcode is None:
-            log.warning(
-                "worker pid %s did not stop in %.0f s; killing it", process.pid, STOP_TIMEOUT
-            )
-            process.kill()
-            process.join()
+def _stop(processes: list[BaseProcess], timeout: float, signals: list[int]) -> None:
+    """SIGTERM every worker, again on each further signal; kill those left after `timeout`."""
+    passed_on = -1
+    deadline = time.monotonic() + timeout
+    while (running := [p for p in processes if p.exitcode is None]) and (
+        time.monotonic() < deadline
+    ):
+        if len(signals) > passed_on:
+            passed_on = len(signals)
+            for process in running:
+                process.terminate()
+        wait([process.sentinel for process in running], timeout=0.2)
+    for process in running:
+        log.warning("worker pid %s did not stop in %.0f s; killing it", process.pid, timeout)
+        process.kill()
+        process.join()

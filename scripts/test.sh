@@ -7,8 +7,8 @@
 #                                   no Debian packages; under 90 s
 #
 # It installs, when missing: a virtualenv in .venv with the package and its test extras,
-# pinned by constraints.txt, and (as root, through apt-get) Debian's chromium, redis-server
-# and nginx. Further arguments go to pytest.
+# pinned by constraints.txt, and (as root, through apt-get) Debian's chromium, redis-server,
+# nginx and prometheus (for promtool). Further arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,16 +22,18 @@ step() { printf '\n== %s\n' "$*"; }
 
 install_debian_packages() {
     # What the tests run for real: chromium (pages), redis-server and redis-tools (the
-    # Redis bus, replicas, a Redis Cluster) and nginx (the compose topology's proxy).
+    # Redis bus, replicas, a Redis Cluster), nginx (the compose topology's proxy) and
+    # prometheus for its promtool (deploy/prometheus/'s alert rules and their tests).
     local missing=()
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     [ ${#missing[@]} -gt 0 ] || return 0
     step "installing Debian packages: ${missing[*]}"
     # The tests start their own redis-server and nginx on loopback: keep the packages'
-    # system services from starting (and listening on all interfaces).
+    # system services (prometheus' too) from starting (and listening on all interfaces).
     local guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

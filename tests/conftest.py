@@ -12,9 +12,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
+from gateway.backends.redis.connection import connect
 from gateway.settings import Settings
 from gateway.simulator import Simulator, create_simulator_app
-from tests.helpers.gateways import StartGateway, Upstream
+from tests.helpers.gateways import StartGateway, StartReplica, Upstream
 from tests.helpers.procs import Procs
 from tests.helpers.redis_servers import Managed, RedisCluster, RedisServer, RedisUnavailable
 
@@ -61,6 +62,22 @@ def start_gateway(aiohttp_server: Any, settings: Settings) -> StartGateway:
 @pytest.fixture
 async def gateway(start_gateway: StartGateway) -> TestServer:
     return await start_gateway()
+
+
+@pytest.fixture
+def start_replica(
+    aiohttp_server: Any, settings: Settings, redis_server: RedisServer
+) -> StartReplica:
+    """Replicas of `settings` on one real redis-server: short lease and grace."""
+    shared = dataclasses.replace(settings, redis=redis_server.url, lease_ttl=1.0, grace=1.0)
+
+    async def start() -> TestServer:
+        server: TestServer = await aiohttp_server(
+            create_app(shared, await connect(redis_server.url))
+        )
+        return server
+
+    return start
 
 
 @pytest.fixture

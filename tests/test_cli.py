@@ -69,9 +69,11 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["token", "--auth-secret", "s" * 32], {}, "--builds names the builds"),
         (
             ["serve", "--upstream", "http://x"],
-            {"BUILDCAST_REDIS": "redis://127.0.0.1:9/0"},
-            "cannot reach Redis at redis://127.0.0.1:9/0",
+            {"BUILDCAST_REDIS": "redis://:hunter2@127.0.0.1:9/0"},  # retried for 10 s
+            "cannot reach Redis at redis://:***@127.0.0.1:9/0",
         ),
+        (["serve", "--upstream", "http://x", "--drain-seconds", "soon"], {}, "not a number"),
+        (["serve", "--upstream", "http://x", "--log-format", "xml"], {}, "is not one of"),
     ],
 )
 def test_bad_options_give_one_clear_line(args: list[str], env: dict[str, str], says: str) -> None:
@@ -79,6 +81,7 @@ def test_bad_options_give_one_clear_line(args: list[str], env: dict[str, str], s
     assert result.returncode == 2
     assert says in result.stderr
     assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout, "a password never reaches a log"
 
 
 def test_a_taken_port_is_one_clear_line() -> None:
@@ -162,4 +165,14 @@ def test_a_minted_token_is_printed_alone_and_opens_what_it_names() -> None:
 def test_global_options_may_follow_the_command() -> None:
     result = run("simulate", "--log-level", "chatty")
     assert result.returncode == 2 and "is not one of" in result.stderr
+    result = run("simulate", "--log-format", "xml")
+    assert result.returncode == 2 and "'xml' is not one of text, json" in result.stderr
     assert "default None" not in run("serve", "--help").stdout
+
+
+def test_version_is_the_package_s() -> None:
+    from gateway import __version__
+
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"buildcast {__version__}"

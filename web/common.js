@@ -224,16 +224,52 @@ function isoTime(ms) {
   return ms === null || ms === undefined ? null : new Date(ms).toISOString();
 }
 
-/** The builds this gateway watches now (those the token names): it answers from memory, so
- * asking costs the upstream nothing. A refusal throws an Error with its `status` and `code`. */
-async function fetchWatched() {
-  const response = await apiFetch("/api/v1/watched", { signal: AbortSignal.timeout(8000) });
+/** The JSON answer of a gateway API path. A refusal throws an Error with its `status` and
+ * `code`. The lists (watched builds, status) are answered from memory: asking costs the
+ * upstream nothing. */
+async function fetchJson(path) {
+  const response = await apiFetch(path, { signal: AbortSignal.timeout(8000) });
   if (!response.ok) {
     const { status, code, message } = await refusalOf(response);
     throw Object.assign(new Error(message || `HTTP ${status}`), { status, code });
   }
-  const { builds } = await response.json();
+  return response.json();
+}
+
+/** The builds this gateway watches now (those the token names). */
+async function fetchWatched() {
+  const { builds } = await fetchJson("/api/v1/watched");
   return Array.isArray(builds) ? builds : [];
+}
+
+/**
+ * Reads `load()` every `everyMs` and hands the answer to `render`, for a page that lists what
+ * the gateway knows. A failure shows in `notice` (and dims the page) while the last answer
+ * stays; a 401 says a new token is needed and stops asking, since asking again answers the same.
+ */
+function keepShowing(load, render, notice, everyMs) {
+  async function refresh() {
+    let again = true;
+    try {
+      render(await load());
+      notice.hidden = true;
+      document.body.classList.remove("unreachable");
+    } catch (error) {
+      if (error.status === 401) {
+        forgetToken();
+        again = false;
+        setText(notice, tokenRefusedText(error.message));
+      } else {
+        setText(notice, `Gateway unreachable (${error.name === "TimeoutError" ? "no answer" : error.message}). `
+          + "What shows below may be out of date; retrying…");
+      }
+      notice.hidden = false;
+      document.body.classList.add("unreachable");
+    } finally {
+      if (again) setTimeout(refresh, everyMs);
+    }
+  }
+  refresh();
 }
 
 /** A page setting a test (or a curious person) may give as a global: a number >= 0, else `fallback`. */

@@ -83,28 +83,5 @@
     setText(note, builds.length ? `${builds.length} watched, ${running} running` : "");
   }
 
-  async function refresh() {
-    let again = true;
-    try {
-      render(await fetchWatched());
-      notice.hidden = true;
-      document.body.classList.remove("unreachable");
-    } catch (error) {
-      if (error.status === 401) {  // asking again answers the same: a new token is needed
-        forgetToken();
-        again = false;
-        setText(notice, tokenRefusedText(error.message));
-      } else {
-        // The last list stays, dimmed, under the notice: it is what was true a moment ago.
-        setText(notice, `Gateway unreachable (${error.name === "TimeoutError" ? "no answer" : error.message}). `
-          + "The list below may be out of date; retrying…");
-      }
-      notice.hidden = false;
-      document.body.classList.add("unreachable");
-    } finally {
-      if (again) setTimeout(refresh, REFRESH_MS);
-    }
-  }
-
-  refresh();
+  keepShowing(fetchWatched, render, notice, REFRESH_MS);
 })();

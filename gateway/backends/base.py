@@ -41,18 +41,21 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.protocol.messages import Message
 from gateway.protocol.resume import Position
 from gateway.protocol.view import View
 
 Deliver = Callable[[Message], None]
+Released = Callable[[str], None]
 
 
 class Bus(Protocol):
-    async def start(self, deliver: Deliver) -> None:
-        """Begin handing messages of subscribed builds to `deliver` (not awaited, never raises)."""
+    async def start(self, deliver: Deliver, released: Released | None = None) -> None:
+        """Begin handing messages of subscribed builds to `deliver` (not awaited, never raises),
+        and telling `released` of each such build whose lease its holder let go (Redis only: a
+        lone replica has nobody to hear it), so that a replica following it takes over now."""
 
     async def close(self) -> None: ...
 
@@ -85,6 +88,10 @@ class Bus(Protocol):
     async def ready(self) -> bool:
         """Whether the bus can take publishes now (readiness probe)."""
 
+    def up(self) -> bool:
+        """What this process last saw of the bus: True while nothing says it is cut off
+        (cheap, for a metric: no round trip)."""
+
 
 class Lease(Protocol):
     """Which replica polls a build: one holder at a time, for the whole deployment.
@@ -96,7 +103,8 @@ class Lease(Protocol):
       it within that time.
     - `renew` answers False once another replica took the lease; it takes back a
       lease that lapsed while nobody else took it (a Redis restart, a pause).
-    - `release` lets it go at once, so another replica takes over at its next try.
+    - `release` lets it go at once, and says so on the bus (`Bus.start`'s `released`), so
+      a replica following the build takes over now instead of at its next try.
     - Interest: a replica with viewers of a build shows interest while it has
       them, so the holder keeps polling for viewers it does not serve itself.
     """
@@ -122,22 +130,35 @@ class Lease(Protocol):
 Viewers = dict[str, int]
 """Build id -> viewers; a build kept for its grace period counts 0."""
 
+Report = dict[str, Any]
+"""What a replica tells the others of itself: `{"replica": {id, host, pid, startedAtMs,
+connections, pollers}, "viewers": Viewers, "polls": {build id: {pollInterval,
+lastPollAtMs, answeredAtMs, stale}}}` (`gateway.ops.status` makes and reads it)."""
+
+
+def empty_report() -> Report:
+    return {"replica": {}, "viewers": {}, "polls": {}}
+
 
 class Registry(Protocol):
-    """Who watches what across the deployment: the viewer counts behind `/api/v1/watched`.
+    """Who watches what across the deployment: behind `/api/v1/watched` and `/api/v1/status`.
 
-    - Each replica reports its own viewers per build (`local`, read on every report);
-      `viewers` sums every live replica's, its own read fresh.
-    - A replica that closes drops out of the sums at once; one that dies, within
-      twice the report period.
+    - Each replica reports itself (`local`, read on every report): its viewers per
+      build and the builds it polls. `viewers` sums every live replica's viewers and
+      `reports` lists every live replica's report, its own read fresh.
+    - A replica that closes drops out at once; one that dies, within twice the
+      report period.
     """
 
-    async def start(self, local: Callable[[], Viewers]) -> None: ...
+    async def start(self, local: Callable[[], Report]) -> None: ...
 
     async def close(self) -> None: ...
 
     async def viewers(self) -> Viewers:
         """Every build watched anywhere in the deployment, with its viewers summed."""
+
+    async def reports(self) -> list[Report]:
+        """Every live replica's report, this replica's first."""
 
 
 class Missing(Protocol):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from gateway.aio import now
-from gateway.backends.base import Deliver, Viewers
+from gateway.backends.base import Deliver, Released, Report, Viewers
 from gateway.protocol import messages
 from gateway.protocol.messages import Kind, Message
 from gateway.protocol.resume import Position
@@ -51,7 +51,7 @@ class MemoryBus:
         self._subscribed: set[str] = set()
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, released: Released | None = None) -> None:
         self._deliver = deliver
 
     async def close(self) -> None:
@@ -131,6 +131,9 @@ class MemoryBus:
     async def ready(self) -> bool:
         return True
 
+    def up(self) -> bool:
+        return True
+
 
 Clock = Callable[[], float]
 
@@ -142,7 +145,7 @@ class Shared:
     clock: Clock = now
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # build -> holder, expiry
     interest: dict[str, dict[str, float]] = field(default_factory=dict)  # build -> replica: expiry
-    viewers: dict[str, Callable[[], Viewers]] = field(default_factory=dict)  # replica -> report
+    reports: dict[str, Callable[[], Report]] = field(default_factory=dict)  # by replica
 
 
 class MemoryLease:
@@ -195,17 +198,22 @@ class MemoryRegistry:
         self._replica = replica
         self._shared = shared or Shared()
 
-    async def start(self, local: Callable[[], Viewers]) -> None:
-        self._shared.viewers[self._replica] = local
+    async def start(self, local: Callable[[], Report]) -> None:
+        self._shared.reports[self._replica] = local
 
     async def close(self) -> None:
-        self._shared.viewers.pop(self._replica, None)
+        self._shared.reports.pop(self._replica, None)
 
     async def viewers(self) -> Viewers:
         total: Counter[str] = Counter()
-        for report in list(self._shared.viewers.values()):
-            total.update(report())
+        for report in await self.reports():
+            total.update(report["viewers"])
         return dict(total)
+
+    async def reports(self) -> list[Report]:
+        mine = self._shared.reports.get(self._replica)
+        others = [r for name, r in list(self._shared.reports.items()) if name != self._replica]
+        return [report() for report in ([mine] if mine else []) + others]
 
 
 MAX_MISSING = 10_000

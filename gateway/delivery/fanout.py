@@ -24,11 +24,13 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import cast
 
 from gateway.backends.base import Bus
 from gateway.delivery.follow import Follower
+from gateway.ops.metrics import Metrics
 from gateway.protocol.messages import Message
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,12 @@ class Direct:
     end, in one write: a burst of messages costs one send, not one per message.
     """
 
-    __slots__ = ("_batch", "_transport")
+    __slots__ = ("_batch", "_transport", "sent")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's subclasses no ABC
         self._batch: list[bytes] = []
+        self.sent = 0  # bytes written, for the access log
 
     def open(self) -> bool:
         """Whether the socket may still be written to (checked when the batch goes out)."""
@@ -89,6 +92,7 @@ class Direct:
         batch.clear()
         if self.open():
             self._transport.write(data)
+            self.sent += len(data)
 
     def wire(self, message: Message) -> bytes:
         """The message's bytes on this connection's wire, encoded once per message."""
@@ -139,6 +143,7 @@ class Subscriber:
         "overflowed",
         "pending",
         "wakeup",
+        "ws",
     )
 
     def __init__(
@@ -147,7 +152,10 @@ class Subscriber:
         limit: int,
         on_overflow: Callable[[], None],
         wakeup: Wakeup | None = None,
+        *,
+        ws: bool = False,
     ) -> None:
+        self.ws = ws  # its transport, for the delivery counts: a WebSocket, else SSE
         self.build_id = follower.build_id
         self.follower = follower
         self.limit = limit
@@ -193,35 +201,61 @@ class Subscriber:
 
 
 class Fanout:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics | None = None) -> None:
         self._bus = bus
         self._subscribers: dict[str, set[Subscriber]] = {}
+        # Per build, its subscribers on SSE and on WebSocket: a message adds them to the
+        # delivery counts, so counting costs two additions per message, none per delivery.
+        self._transports: dict[str, list[int]] = {}
         self._unflushed: list[Direct] = []
-        self.overflows = 0
+        self._read: list[int] = []  # read times of the messages the next flush writes
+        metrics = metrics or Metrics()
+        self._tally = metrics.tally
+        self._latency = metrics.fanout_latency
+
+    @property
+    def overflows(self) -> int:
+        return self._tally.slow_consumers
 
     def deliver(self, message: Message) -> None:
         unflushed = self._unflushed
         flush_due = not unflushed
-        for subscriber in tuple(self._subscribers.get(message.build_id, ())):
+        build_id = message.build_id
+        for subscriber in tuple(self._subscribers.get(build_id, ())):
             try:
                 kept = subscriber.offer(message, unflushed)
             except Exception:  # a bug: it costs this subscriber its connection, no one else
-                log.exception("writing to a subscriber of %s failed", message.build_id)
+                log.exception("writing to a subscriber of %s failed", build_id)
                 subscriber.cut_off()
                 continue
             if not kept:
-                self.overflows += 1
+                self._tally.slow_consumers += 1
                 log.warning(
-                    "cut off a subscriber of %s: %d messages unwritten",
-                    message.build_id,
-                    subscriber.limit,
+                    "cut off a subscriber of %s: %d messages unwritten", build_id, subscriber.limit
                 )
+        if (counts := self._transports.get(build_id)) is not None:
+            tally = self._tally
+            tally.delivered_sse += counts[0]
+            tally.delivered_ws += counts[1]
+            if message.read_ms is not None:
+                self._read.append(message.read_ms)
         if flush_due and unflushed:
             # Run once the messages that arrived with this one are delivered too; callbacks
             # run in order, so this comes before any connection woken after it.
             asyncio.get_running_loop().call_soon(self._flush)
+        elif not unflushed:
+            self._observe_latency()
+
+    def _observe_latency(self) -> None:
+        """How long the messages just written took from their poll's read (once per message)."""
+        if read := self._read:
+            self._read = []
+            now_ms = time.time_ns() // 1_000_000
+            for read_ms in read:
+                self._latency.observe(max(0, now_ms - read_ms) / 1000)
 
     def _flush(self) -> None:
+        self._observe_latency()
         unflushed, self._unflushed = self._unflushed, []
         for direct in unflushed:
             try:
@@ -232,6 +266,7 @@ class Fanout:
     async def attach(self, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.setdefault(subscriber.build_id, set())
         subscribers.add(subscriber)
+        self._transports.setdefault(subscriber.build_id, [0, 0])[subscriber.ws] += 1
         if len(subscribers) == 1:
             await self._bus.subscribe(subscriber.build_id)
 
@@ -241,17 +276,11 @@ class Fanout:
         if subscribers is None or subscriber not in subscribers:
             return
         subscribers.discard(subscriber)
+        self._transports[subscriber.build_id][subscriber.ws] -= 1
         if not subscribers:
             del self._subscribers[subscriber.build_id]
+            del self._transports[subscriber.build_id]
             await self._bus.unsubscribe(subscriber.build_id)
-
-    def close(self) -> None:
-        """End every local stream, so a shutdown does not wait for clients to leave."""
-        for subscribers in self._subscribers.values():
-            for subscriber in subscribers:
-                subscriber.closed = True
-                subscriber.direct = None
-                subscriber.wakeup.set()
 
     def viewers(self, build_id: str) -> int:
         return len(self._subscribers.get(build_id, ()))

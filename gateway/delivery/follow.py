@@ -20,13 +20,14 @@ for long would otherwise get more bytes of deltas than of the view they lead to.
 
 
 class Follower:
-    __slots__ = ("_bus", "_paused", "at", "build_id")
+    __slots__ = ("_bus", "_paused", "at", "build_id", "resumed")
 
     def __init__(self, bus: Bus, build_id: str) -> None:
         self._bus = bus
         self.build_id = build_id
         self.at: Position | None = None
         self._paused = False  # told that live updates paused: the resync snapshot is due
+        self.resumed: str | None = None  # how a client that came with a position was served
 
     async def catch_up(self, since: Position | None) -> list[Message]:
         """What a client at `since` (None: nowhere yet) must get to be current: the deltas it
@@ -40,8 +41,11 @@ class Follower:
                     latest = await self._bus.latest(self.build_id)
                 if latest is None or len(latest.data) >= size:
                     self.at = missed[-1].position if missed else since
+                    self.resumed = "deltas"
                     return missed
         latest = latest or await self._bus.latest(self.build_id)
+        if since is not None:
+            self.resumed = "snapshot"
         if latest is None:
             return []
         self.at = latest.position

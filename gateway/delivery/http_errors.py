@@ -40,7 +40,7 @@ def from_error(exc: BuildcastError) -> web.Response:
         return error_response(exc.code, f"live updates unavailable: {exc}")
     if exc.code is Code.INTERNAL:
         return error_response(Code.INTERNAL, "internal error")
-    if isinstance(exc, TooMany) and exc.retry_after is not None:
+    if exc.retry_after is not None:
         response = error_response(exc.code, str(exc), exc.status)
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return response

@@ -32,7 +32,8 @@ from gateway.delivery.follow import Follower
 from gateway.delivery.http_errors import check_build_id, check_build_ids
 from gateway.errors import BuildGone, BusUnavailable
 from gateway.guard.http import access
-from gateway.protocol import codec, messages
+from gateway.ops.access import Visit, visit
+from gateway.protocol import codec, endings, messages
 from gateway.protocol.messages import Kind, Message
 from gateway.protocol.resume import Position, cursor, parse_cursor
 from gateway.protocol.rules import Code
@@ -139,6 +140,8 @@ async def _serve(
     chunked = request.version >= HttpVersion11
     if chunked:
         response.enable_chunked_encoding()
+    found = visit(request)
+    found.builds, found.stream = (*build_ids, *(m.build_id for m in first)), True
     wakeup = Wakeup()
     feeds: dict[str, Subscriber] = {
         build_id: Subscriber(
@@ -149,7 +152,11 @@ async def _serve(
         )
         for build_id in build_ids
     }
-    expiry = expire_at(access(request), lambda: _expire(feeds))
+    state.streams.add(wakeup, functools.partial(_end, feeds))  # a 503 once shutting down
+    expiry = expire_at(access(request), lambda: _expire(feeds, found))
+    tally = state.metrics.tally
+    tally.sse += 1
+    direct = None
     try:
         for feed in feeds.values():
             await state.fanout.attach(feed)
@@ -159,6 +166,8 @@ async def _serve(
         for build_id, feed in feeds.items():
             at = since.get(build_id)
             missed = await feed.follower.catch_up(at)
+            if feed.follower.resumed is not None:
+                state.metrics.resumes.labels(feed.follower.resumed).inc()
             if at is not None and (
                 not missed or missed[0].position == Position(at.epoch, at.seq + 1)
             ):
@@ -168,35 +177,54 @@ async def _serve(
         direct = _Direct(transport, chunked) if single else None
         try:
             async with asyncio.timeout(settings.write_timeout):
-                await _write_first(
+                found.sent += await _write_first(
                     response, codec.sse_retry(settings.retry_ms), ids.frames(caught_up + first)
                 )
             state.heartbeats.add(transport, _HEARTBEATS[chunked])
-            await _send(request, response, feeds, wakeup, ids, caught_up + first, state, direct)
-        except TimeoutError:
-            _cut_off(request)  # stalled before its catch-up was written: it resumes by itself
+            ending = await _send(
+                request, response, feeds, wakeup, ids, caught_up + first, state, direct, found
+            )
+        except TimeoutError:  # stalled before its catch-up was written: it resumes by itself
+            ending = _stalled(request, state)
         except ConnectionResetError:
-            pass
+            ending = endings.CLIENT_LEFT
         except Exception:  # a bug: the stream is open, so no error page; the client reconnects
             log.exception("stream of %s failed", ", ".join(build_ids))
             _cut_off(request)
+            ending = endings.BUG.name
+        found.ended = found.ended or ending
+        if state.streams.closing:
+            response.force_close()  # the client must reconnect elsewhere, not on this connection
     finally:
+        tally.sse -= 1
+        state.streams.discard(wakeup)
         if expiry is not None:
             expiry.cancel()
         state.heartbeats.discard(transport)
         for feed in feeds.values():
             await state.fanout.detach(feed)
+        if direct is not None:
+            found.sent += direct.sent
     return response
 
 
-def _expire(feeds: dict[str, Subscriber]) -> None:
+def _end(feeds: dict[str, Subscriber]) -> None:
+    """The replica shuts down: the stream ends, and its client reconnects to another."""
+    for feed in feeds.values():
+        feed.closed = True
+        feed.direct = None
+        feed.wakeup.set()
+
+
+def _expire(feeds: dict[str, Subscriber], found: Visit) -> None:
     """The token expired: each build's stream ends with `unauthorized`, the client resumes."""
+    found.ended = endings.TOKEN_EXPIRED.name
     for build_id, feed in feeds.items():
         at = feed.follower.at or Position("0", 0)
         feed.offer(messages.error(build_id, at, Code.UNAUTHORIZED, EXPIRED), [])
 
 
-async def _write_first(response: web.StreamResponse, retry: bytes, frames: bytes) -> None:
+async def _write_first(response: web.StreamResponse, retry: bytes, frames: bytes) -> int:
     """The `retry:` line and the catch-up in one write; a large build's snapshot apart, as
     the bytes every viewer shares (copying it per stream would cost megabytes each)."""
     if len(frames) < SHARED_FRAME:
@@ -204,6 +232,7 @@ async def _write_first(response: web.StreamResponse, retry: bytes, frames: bytes
     else:
         await response.write(retry)
         await response.write(frames)
+    return len(retry) + len(frames)
 
 
 SHARED_FRAME = 64 * 1024
@@ -222,17 +251,23 @@ async def _send(
     batch: list[Message],
     state: GatewayState,
     direct: Direct | None,
-) -> None:
+    found: Visit,
+) -> str:
     """Write what the fan-out queues until the client leaves or lags too far, every build is
-    gone, or we shut down. While nothing is queued, a single-build stream lets the fan-out
-    write to its socket directly; the coroutine then sleeps until something must queue."""
+    gone, or we shut down; return why it ended. While nothing is queued, a single-build
+    stream lets the fan-out write to its socket directly; the coroutine then sleeps until
+    something must queue."""
     write_timeout = state.settings.write_timeout
     while True:
         for message in batch:
             if message.ends_stream and (feed := feeds.pop(message.build_id, None)):
                 await state.fanout.detach(feed)
-        if not feeds or any(f.overflowed or f.closed for f in feeds.values()):
-            return
+        if not feeds:
+            return endings.BUILDS_ENDED
+        if any(f.overflowed for f in feeds.values()):
+            return endings.TOO_SLOW.name
+        if any(f.closed for f in feeds.values()):
+            return endings.SHUTDOWN.name
         queued = [feed for feed in feeds.values() if feed.pending]
         if not queued:
             for feed in feeds.values():
@@ -247,14 +282,23 @@ async def _send(
             try:
                 batch += await feed.follower.admit(feed.take())
             except BusUnavailable:
-                return  # a gap we cannot repair now: the client resumes with its id
+                return endings.BUS_LOST.name  # a gap we cannot repair now: the client resumes
         if batch:
+            frames = ids.frames(batch)
             try:
                 async with asyncio.timeout(write_timeout):
-                    await response.write(ids.frames(batch))
+                    await response.write(frames)
             except TimeoutError:
-                _cut_off(request)
-                return
+                return _stalled(request, state)
+            found.sent += len(frames)
+
+
+def _stalled(request: web.Request, state: GatewayState) -> str:
+    """A write that could not finish in time: a client that does not read, cut off (and
+    counted with those whose queue overflowed)."""
+    state.metrics.tally.slow_consumers += 1
+    _cut_off(request)
+    return endings.TOO_SLOW.name
 
 
 def _cut_off(request: web.Request) -> None:

@@ -36,6 +36,7 @@ from gateway.errors import BuildcastError, BuildGone, BusUnavailable, Forbidden,
 from gateway.guard.http import Access, access
 from gateway.guard.limits import Bucket
 from gateway.ingest.watch import Holding
+from gateway.ops.access import visit
 from gateway.protocol import codec, endings
 from gateway.protocol.endings import Ending
 from gateway.protocol.messages import Kind, Message
@@ -99,6 +100,7 @@ class _Socket:
         "_ending",
         "_expiry",
         "_feeds",
+        "_followed",
         "_frames",
         "_kick",
         "_refused",
@@ -108,6 +110,7 @@ class _Socket:
         "_who",
         "_writer",
         "_ws",
+        "sent",
     )
 
     def __init__(
@@ -124,6 +127,8 @@ class _Socket:
         self._who = who
         self._direct = _Direct(ws, transport)
         self._feeds: dict[str, _Feed] = {}
+        self._followed: dict[str, None] = {}  # every build it subscribed to, for the access log
+        self.sent = 0  # bytes its writer sent (the fan-out's direct writes count apart)
         self._refused = 0  # subscribes that failed: they count toward the cap too
         self._replies: list[bytes] = []  # pongs and errors, sent by the writer in order
         self._frames = Bucket(settings.ws_frames_per_second, settings.ws_frame_burst)
@@ -201,16 +206,19 @@ class _Socket:
             raise Refused(code or Code.UPSTREAM_UNAVAILABLE, str(exc), build_id) from None
         follower = Follower(state.bus, build_id)
         subscriber = Subscriber(
-            follower, state.settings.subscriber_buffer, self._too_slow, self._kick
+            follower, state.settings.subscriber_buffer, self._too_slow, self._kick, ws=True
         )
         feed = _Feed(subscriber, held)
         self._feeds[build_id] = feed
+        self._followed[build_id] = None
         await state.fanout.attach(subscriber)
         try:
             feed.first = await follower.catch_up(since)
         except BusUnavailable as exc:
             await self._unsubscribe(build_id)
             raise Refused(Code.UPSTREAM_UNAVAILABLE, str(exc), build_id) from None
+        if follower.resumed is not None:
+            state.metrics.resumes.labels(follower.resumed).inc()
         self.kick()
 
     async def _unsubscribe(self, build_id: str) -> None:
@@ -235,9 +243,20 @@ class _Socket:
             self._replies.append(codec.dumps(expired(build_id)))
         self._end(endings.TOKEN_EXPIRED)
 
+    def shut_down(self) -> None:
+        """The replica stops: close with 1001 once what is queued is sent."""
+        self._end(endings.SHUTDOWN)
+
     def _end(self, ending: Ending) -> None:
         self._ending = self._ending or ending
         self.kick()
+
+    def ended(self) -> str:
+        """Why the socket ended, for the access log: the server's reason, else the client's."""
+        return endings.CLIENT_LEFT if self._ending is None else self._ending.name
+
+    def followed(self) -> tuple[str, ...]:
+        return tuple(self._followed)
 
     def kick(self) -> None:
         """Something to write: start the writer unless it runs (or has closed the socket)."""
@@ -274,8 +293,10 @@ class _Socket:
                 async with asyncio.timeout(write_timeout):
                     for frame in frames:
                         await self._ws.send_frame(frame, WSMsgType.TEXT)
+                        self.sent += len(frame)
             except TimeoutError:
                 self._ending = endings.TOO_SLOW
+                self._state.metrics.tally.slow_consumers += 1  # as a full queue is
             if self._ending is not None:
                 await self._close(self._ending)
                 return
@@ -311,6 +332,7 @@ class _Socket:
                 await writer
         for build_id in list(self._feeds):
             await self._unsubscribe(build_id)
+        self.sent += self._direct.sent
 
 
 def check_origin(request: web.Request, allowed: tuple[str, ...]) -> None:
@@ -341,19 +363,28 @@ async def handle(request: web.Request, state: GatewayState) -> web.StreamRespons
         max_msg_size=64 * MAX_FRAME,  # beyond this aiohttp closes with 1009; below, we answer
         compress=False,  # frames are encoded once for every subscriber, not per socket
     )
-    await ws.prepare(request)
-    state.sockets.add(ws)
     socket = _Socket(ws, state, transport, access(request))
+    found = visit(request)
+    found.stream = True
     try:
-        async for frame in ws:
-            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await socket.on_frame(frame)
-            if ws.closed:  # the writer closed it
-                break
-    except Exception:
-        log.exception("websocket failed")
-        await _close(ws, endings.BUG)
+        state.streams.add(ws, socket.shut_down)  # a 503 before the upgrade once shutting down
+        await ws.prepare(request)
+        state.metrics.tally.ws += 1
+        try:
+            async for frame in ws:
+                if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await socket.on_frame(frame)
+                if ws.closed:  # the writer closed it
+                    break
+            found.ended = socket.ended()
+        except Exception:
+            log.exception("websocket failed")
+            found.ended = endings.BUG.name
+            await _close(ws, endings.BUG)
+        finally:
+            state.metrics.tally.ws -= 1
     finally:
         await socket.close()
-        state.sockets.discard(ws)
+        state.streams.discard(ws)
+        found.builds, found.sent = socket.followed(), socket.sent
     return ws

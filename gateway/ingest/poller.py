@@ -66,12 +66,15 @@ class Poller:
         *,
         first_looks: FirstLooks | None = None,
         on_gone: OnGone | None = None,
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
-        """`first_looks` reads the build until it is found; `on_gone` hears why it never will."""
+        """`first_looks` reads the build until it is found; `on_gone` hears why it never will;
+        `on_published` hears the kind of each message it published."""
         self.build_id = build_id
         self._upstream = upstream
         self._first_looks = first_looks or upstream
         self._on_gone = on_gone
+        self._on_published = on_published
         self._bus = bus
         self._settings = settings
         self._limit = asyncio.Semaphore(settings.partition_concurrency)
@@ -90,7 +93,18 @@ class Poller:
         self._refresh_credit = 0.0
         self._last_poll = now()
         self._answered_at: int | None = None  # Unix ms of the upstream's last answer
+        self.last_poll_ms: int | None = None  # Unix ms its last poll started
         self._outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def interval(self) -> float:
+        """Seconds between its polls now: the build's pace, before any backoff."""
+        return self._delay(0)
+
+    @property
+    def answered_ms(self) -> int | None:
+        """When the upstream last answered it (Unix ms): how old its data is."""
+        return self._answered_at
 
     async def wait_ready(self) -> None:
         """Return once a view exists; raise the error of the latest attempt if it failed."""
@@ -110,6 +124,7 @@ class Poller:
         resumed = False
         while not stopping():
             started = now()
+            self.last_poll_ms = time.time_ns() // 1_000_000
             try:
                 if not resumed:
                     await self._resume()
@@ -194,17 +209,17 @@ class Poller:
         if self.view is None and len(refs) > self._settings.partition_concurrency:
             # A first look at a large build: show what its events tell now, rather than
             # after thousands of partition reads; the statuses read follow as a delta.
-            await self._publish(self._view(build))
+            await self._publish(self._view(build), self._answered_at)
             self._settle(None)
         first_look = not self._partitions
         if refs and self.view is not None:
             # What the body tells (new events, the statuses they imply) goes out now;
             # what the partitions' own reads add follows, only if it adds anything.
-            await self._publish(self._view(build))
+            await self._publish(self._view(build), self._answered_at)
         await self._refresh_partitions(refs)
         if first_look:  # every status was just read: the background refresh starts from now
             self._last_poll = now()
-        await self._publish(self._view(build))
+        await self._publish(self._view(build), self._answered_at)
 
     def _view(self, build: BuildStatusResponse) -> View:
         self._events.update(build.events)
@@ -269,8 +284,10 @@ class Poller:
             if fetched.etag:
                 self._partition_etags[ref] = fetched.etag
 
-    async def _publish(self, view: View) -> None:
-        """Publish `view` as the build's next message: its seq is stamped here."""
+    async def _publish(self, view: View, read_ms: int | None) -> None:
+        """Publish `view` as the build's next message: its seq is stamped here. `read_ms`:
+        when the upstream answer it comes from was read (the fan-out times its delivery from
+        there); None for what no answer brought (a stale mark, a new sequence)."""
         seq = self._seq + 1
         view["seq"] = seq
         changes = None if self.view is None else diff(self.view, view)
@@ -278,13 +295,15 @@ class Poller:
             return
         message: Message
         if changes is None:
-            message = messages.snapshot(self.build_id, self._epoch, seq, view)
+            message = messages.snapshot(self.build_id, self._epoch, seq, view, read_ms)
         else:
-            message = messages.delta(self.build_id, self._epoch, seq, changes)
+            message = messages.delta(self.build_id, self._epoch, seq, changes, read_ms)
         if await self._bus.publish(message, view):
             self.view, self._seq = view, seq
+            if self._on_published is not None:
+                self._on_published(message.kind)
         elif await self._realign():
-            await self._publish(view)
+            await self._publish(view, read_ms)
 
     async def _realign(self) -> bool:
         """After a refused publish, take the bus's position; True if `_publish` should retry.
@@ -310,12 +329,13 @@ class Poller:
         if self.view is not None:
             log.warning("the bus lost %s's history: starting a new sequence", self.build_id)
             view, self._epoch, self._seq, self.view = self.view, new_epoch(), 0, None
-            await self._publish(view)
+            await self._publish(view, None)
 
     async def _mark_stale(self) -> None:
         """The last good view, said to be stale since the upstream's last answer."""
         if self.view is not None and not self.view["stale"]:
-            await self._publish({**self.view, "stale": True, "checkedAtMs": self._answered_at})
+            stale = {**self.view, "stale": True, "checkedAtMs": self._answered_at}
+            await self._publish(stale, None)
 
     async def _gone(self, exc: BuildGone) -> None:
         log.info("stopped polling %s: %s", self.build_id, exc, extra={THROTTLED: "gone"})

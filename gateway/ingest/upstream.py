@@ -6,6 +6,7 @@ The endpoints, and what the gateway relies on of them, are in `docs/upstream.md`
 """
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -18,8 +19,10 @@ from gateway import __version__
 from gateway.aio import Closing
 from gateway.errors import (
     UpstreamBadRequest,
+    UpstreamError,
     UpstreamInvalid,
     UpstreamNotFound,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from gateway.ingest.payloads import (
@@ -40,6 +43,31 @@ class Fetched(Generic[T]):
 
     body: T | None
     etag: str | None
+
+
+ENDPOINTS = ("build", "partition_status", "partition_events")
+OUTCOMES = ("ok", "not_found", "bad_request", "error", "timeout", "invalid")
+
+Observe = Callable[[str, str, float], None]
+"""Told of every request: its endpoint, its outcome and how long it took (seconds)."""
+
+
+def _endpoint(path: str) -> str:
+    if path.startswith("/api/v1/builds/"):
+        return "build"
+    return "partition_status" if path.endswith("/status") else "partition_events"
+
+
+def _outcome(exc: UpstreamError) -> str:
+    for kind, outcome in (
+        (UpstreamNotFound, "not_found"),
+        (UpstreamBadRequest, "bad_request"),
+        (UpstreamTimeout, "timeout"),
+        (UpstreamInvalid, "invalid"),
+    ):
+        if isinstance(exc, kind):
+            return outcome
+    return "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +110,7 @@ class UpstreamClient(Closing):
         connect_timeout: float = 2.0,
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
+        observe: Observe | None = None,
     ) -> None:
         """`timeout` bounds each read, `deadline` the whole request: a server that sends a byte
         a second passes the first, never the second. `max_bytes` bounds an answer's body."""
@@ -89,6 +118,7 @@ class UpstreamClient(Closing):
         self._deadline = deadline
         self._max_bytes = max_bytes
         self._connect_timeout = connect_timeout
+        self._observe = observe
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -124,17 +154,33 @@ class UpstreamClient(Closing):
         )
 
     async def partition_events(self, ref: str) -> PartitionEventsResponse:
-        what = f"partition {ref}"
-        answer = await self._send(f"/api/v1/partitions/{_segment(ref)}/events", what, None)
-        return self._parse(answer, PartitionEventsResponse.model_validate_json, what)
+        fetched = await self._fetch(
+            f"/api/v1/partitions/{_segment(ref)}/events",
+            PartitionEventsResponse.model_validate_json,
+            f"partition {ref}",
+            None,
+        )
+        if fetched.body is None:  # only a conditional request may get no body
+            raise UpstreamUnavailable(f"upstream sent no body for partition {ref}'s events")
+        return fetched.body
 
     async def _fetch(
         self, path: str, parse: Callable[[bytes], T], what: str, etag: str | None
     ) -> Fetched[T]:
-        answer = await self._send(path, what, etag)
-        if etag is not None and answer.status == httpx.codes.NOT_MODIFIED:
-            return Fetched(None, answer.etag or etag)
-        return Fetched(self._parse(answer, parse, what), answer.etag)
+        endpoint = _endpoint(path)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            answer = await self._send(path, what, etag)
+            if etag is not None and answer.status == httpx.codes.NOT_MODIFIED:
+                return Fetched(None, answer.etag or etag)
+            return Fetched(self._parse(answer, parse, what), answer.etag)
+        except UpstreamError as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            if self._observe is not None:
+                self._observe(endpoint, outcome, time.perf_counter() - started)
 
     async def _send(self, path: str, what: str, etag: str | None) -> _Answer:
         """GET `path` within the deadline; transport failures become UpstreamUnavailable."""
@@ -149,17 +195,15 @@ class UpstreamClient(Closing):
                     response.status_code, response.reason_phrase, response.headers.get("ETag"), body
                 )
         except TimeoutError as exc:
-            raise UpstreamUnavailable(
+            raise UpstreamTimeout(
                 f"upstream did not answer {what} within its {self._deadline}s deadline"
             ) from exc
         except httpx.ConnectTimeout as exc:
-            raise UpstreamUnavailable(
+            raise UpstreamTimeout(
                 f"upstream did not accept a connection within {self._connect_timeout}s for {what}"
             ) from exc
         except httpx.TimeoutException as exc:
-            raise UpstreamUnavailable(
-                f"upstream timed out after {self._timeout}s for {what}"
-            ) from exc
+            raise UpstreamTimeout(f"upstream timed out after {self._timeout}s for {what}") from exc
         except httpx.ConnectError as exc:
             raise UpstreamUnavailable(f"cannot connect to upstream for {what}") from exc
         except httpx.RequestError as exc:  # reset, protocol error, undecodable body, ...

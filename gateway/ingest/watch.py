@@ -15,6 +15,11 @@ requests for it, or for a build that vanished while watched, costs the upstream
 one request. A replica watches at most `max_builds` builds, and a client address
 asks for at most `new_builds_per_second` builds not watched yet: beyond, 429.
 
+A replica that is shutting down hands its builds over (`hand_over`): it lets a
+build's lease go as soon as another replica wants the build, takes none that
+another wants, and keeps no build past its last viewer here. Its builds that
+nobody else wants yet stay polled until their viewers have moved.
+
 A lone replica on the in-process backends always holds every lease: the same
 code runs one replica or many.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.aio import now, stop, stopping
@@ -110,6 +116,7 @@ class Watches:
         lease: Lease,
         missing: Missing | None = None,
         first_looks: FirstLooks | None = None,
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
@@ -117,9 +124,11 @@ class Watches:
         self._lease = lease
         self._missing = missing or MemoryMissing()
         self._first_looks = first_looks
+        self._on_published = on_published
         self._tick = settings.lease_ttl / 3
         self._watches: dict[str, Watch] = {}
         self._closing = False
+        self._handing_over = False
         self._new_builds = Buckets(settings.new_builds_per_second, settings.new_builds_per_second)
 
     def watching(self, build_id: str, client: str | None = None) -> Holding:
@@ -229,17 +238,25 @@ class Watches:
     async def _hold_lease(self, watch: Watch) -> None:
         build_id = watch.build_id
         if watch.polling is None:
-            if await self._lease.acquire(build_id):
+            if await self._may_poll(build_id) and await self._lease.acquire(build_id):
                 self._start_polling(watch)
+        elif self._handing_over and await self._lease.interest_elsewhere(build_id):
+            log.info("handing %s over to a replica that follows it", build_id)
+            await self._stop_polling(watch, release=True)
         elif not await self._lease.renew(build_id):
             log.warning("lost the lease of %s: another replica polls it now", build_id)
             await self._stop_polling(watch, release=False)
         elif (poller := watch.poller) and poller.view and await self._bus.retain(build_id) is None:
             await poller.republish()
 
+    async def _may_poll(self, build_id: str) -> bool:
+        """Handing over, this replica polls only builds no other replica follows."""
+        return not self._handing_over or not await self._lease.interest_elsewhere(build_id)
+
     async def _still_wanted(self, watch: Watch) -> bool:
         """Whether a viewer here, the grace period, or another replica's viewers want it."""
-        if watch.idle_since is None or now() - watch.idle_since < self._settings.grace:
+        grace = 0.0 if self._handing_over else self._settings.grace
+        if watch.idle_since is None or now() - watch.idle_since < grace:
             await self._lease.show_interest(watch.build_id)
             return True
         await self._lease.withdraw_interest(watch.build_id)
@@ -262,6 +279,7 @@ class Watches:
             self._settings,
             first_looks=self._first_looks,
             on_gone=lambda exc: self._remember(watch.build_id, exc),
+            on_published=self._on_published,
         )
         watch.polling = asyncio.create_task(watch.poller.run(), name=f"poll {watch.build_id}")
         watch.polling.add_done_callback(lambda task: self._polling_ended(watch, task))
@@ -294,9 +312,26 @@ class Watches:
         watch = self._watches.get(build_id)
         return watch is not None and watch.poller is not None
 
+    def pollers(self) -> list[Poller]:
+        """The pollers this replica runs: the builds whose lease it holds."""
+        return [watch.poller for watch in self._watches.values() if watch.poller is not None]
+
     def local_viewers(self) -> dict[str, int]:
         """This replica's viewers per watched build (0 while in its grace period)."""
         return {build_id: watch.viewers for build_id, watch in self._watches.items()}
+
+    def hand_over(self) -> None:
+        """The replica is shutting down: from now on its builds go to the replicas that follow
+        them (at once, for those already followed elsewhere)."""
+        self._handing_over = True
+        for watch in self._watches.values():
+            watch.notify()
+
+    def lease_released(self, build_id: str) -> None:
+        """Another replica let the build's lease go: try to take it now."""
+        watch = self._watches.get(build_id)
+        if watch is not None and watch.polling is None:
+            watch.notify()
 
     async def close(self) -> None:
         """Stop every poller and release its lease, so other replicas take over at once."""

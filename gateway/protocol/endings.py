@@ -38,11 +38,18 @@ class CloseCode(IntEnum):
 class Ending:
     code: CloseCode
     reason: str  # sent with the close frame: short, for logs on the client side
+    name: str  # the access log's `ended`
 
 
-SHUTDOWN = Ending(CloseCode.GOING_AWAY, "server shutdown")
-TOO_SLOW = Ending(CloseCode.TRY_AGAIN_LATER, "too slow: resume with since")
-BUS_LOST = Ending(CloseCode.TRY_AGAIN_LATER, "live updates lost: resume with since")
-BUG = Ending(CloseCode.INTERNAL_ERROR, "internal error")
-TOKEN_EXPIRED = Ending(CloseCode.POLICY_VIOLATION, "token expired: resume with a new one")
-FLOOD = Ending(CloseCode.POLICY_VIOLATION, "too many frames: slow down")
+SHUTDOWN = Ending(CloseCode.GOING_AWAY, "server shutdown", "shutdown")
+TOO_SLOW = Ending(CloseCode.TRY_AGAIN_LATER, "too slow: resume with since", "too slow")
+BUS_LOST = Ending(CloseCode.TRY_AGAIN_LATER, "live updates lost: resume with since", "bus lost")
+BUG = Ending(CloseCode.INTERNAL_ERROR, "internal error", "error")
+TOKEN_EXPIRED = Ending(
+    CloseCode.POLICY_VIOLATION, "token expired: resume with a new one", "token expired"
+)
+FLOOD = Ending(CloseCode.POLICY_VIOLATION, "too many frames: slow down", "flood")
+
+# How else a stream or socket ends, as the access log names it.
+CLIENT_LEFT = "client left"  # the client closed the connection (or a WebSocket close frame)
+BUILDS_ENDED = "builds ended"  # each of its builds ended its stream (gone upstream)

@@ -38,6 +38,9 @@ class Message:
     seq: int
     data: bytes  # the JSON object clients receive
     code: str | None = None  # an error's code
+    # When the poll that made it read the upstream's answer (Unix ms), where known: what
+    # the fan-out's latency is measured from. Not part of what clients receive.
+    read_ms: int | None = field(default=None, compare=False)
     position: Position = field(init=False, repr=False, compare=False)
     frame: bytes = field(init=False, repr=False, compare=False)  # its SSE frame, built once
     _ws: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -100,28 +103,44 @@ class Message:
         return codec.unwrap_snapshot(self.data, self.build_id, self.seq)
 
     def envelope(self) -> bytes:
-        """Its form on the Redis bus: the position, then the JSON clients receive."""
-        return codec.envelope(self.kind, self.epoch, self.seq, self.code, self.data)
+        """Its form on the Redis bus: the position, then the JSON clients receive.
+
+        A snapshot or delta has no code: its slot carries `@READ_MS` instead, which an
+        older replica reading the envelope takes for a code that nothing of it reads."""
+        code = self.code
+        if self.kind is not Kind.ERROR and self.read_ms is not None:
+            code = f"@{self.read_ms}"
+        return codec.envelope(self.kind, self.epoch, self.seq, code, self.data)
 
 
 def from_envelope(build_id: str, payload: bytes) -> Message:
     kind, epoch, seq, code, data = codec.open_envelope(payload)
-    return Message(Kind(kind), build_id, epoch, seq, data, code)
+    read_ms = None
+    if code is not None and code.startswith("@"):
+        read_ms = int(code[1:])
+        code = None
+    return Message(Kind(kind), build_id, epoch, seq, data, code, read_ms)
 
 
-def snapshot(build_id: str, epoch: str, seq: int, view: View) -> Message:
-    return stored_snapshot(build_id, epoch, seq, codec.dumps(view))
+def snapshot(
+    build_id: str, epoch: str, seq: int, view: View, read_ms: int | None = None
+) -> Message:
+    return stored_snapshot(build_id, epoch, seq, codec.dumps(view), read_ms)
 
 
-def stored_snapshot(build_id: str, epoch: str, seq: int, view_json: bytes) -> Message:
+def stored_snapshot(
+    build_id: str, epoch: str, seq: int, view_json: bytes, read_ms: int | None = None
+) -> Message:
     """A snapshot of a view kept encoded (the Redis bus's latest): it is not decoded."""
     data = codec.wrap_snapshot(build_id, seq, view_json)
-    return Message(Kind.SNAPSHOT, build_id, epoch, seq, data)
+    return Message(Kind.SNAPSHOT, build_id, epoch, seq, data, None, read_ms)
 
 
-def delta(build_id: str, epoch: str, seq: int, changes: Changes) -> Message:
+def delta(
+    build_id: str, epoch: str, seq: int, changes: Changes, read_ms: int | None = None
+) -> Message:
     data = codec.dumps({"type": "delta", "buildId": build_id, "seq": seq, "changes": changes})
-    return Message(Kind.DELTA, build_id, epoch, seq, data)
+    return Message(Kind.DELTA, build_id, epoch, seq, data, None, read_ms)
 
 
 def error(build_id: str, at: Position, code: Code, text: str) -> Message:

@@ -5,42 +5,21 @@ Redis outages. (tests/test_replicas.py runs the same story with real `buildcast`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
-from gateway.backends.redis.connection import connect
-from gateway.settings import Settings
 from gateway.simulator import Simulator
 from gateway.state import STATE
-from tests.helpers.gateways import Upstream, drive, stream_url
+from tests.helpers.gateways import StartReplica, Upstream, drive, stream_url
 from tests.helpers.redis_servers import RedisServer
 from tests.helpers.sse import Viewer, ended, events
 
 pytestmark = pytest.mark.integration
-
-StartReplica = Callable[[], Awaitable[TestServer]]
-
-
-@pytest.fixture
-def start_replica(
-    aiohttp_server: Any, settings: Settings, redis_server: RedisServer
-) -> StartReplica:
-    shared = dataclasses.replace(settings, redis=redis_server.url, lease_ttl=1.0, grace=1.0)
-
-    async def start() -> TestServer:
-        server: TestServer = await aiohttp_server(
-            create_app(shared, await connect(redis_server.url))
-        )
-        return server
-
-    return start
 
 
 def polls(replica: TestServer, build_id: str) -> bool:

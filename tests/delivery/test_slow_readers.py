@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from gateway.protocol import codec, messages
 from gateway.simulator import Simulator
 from gateway.state import STATE
+from tests.helpers.attack import stalled_client
 from tests.helpers.gateways import ARTIFACTS, StartGateway, eventually
 
 CLIENTS = 100
@@ -45,15 +45,6 @@ def rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def stalled_client(port: int, path: str) -> socket.socket:
-    """A client that asks for a stream and then never reads a byte."""
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.connect(("127.0.0.1", port))
-    client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return client
 
 
 async def test_clients_that_stop_reading_are_reset_and_leave_no_buffers(

@@ -182,4 +182,4 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_released(
     async with asyncio.timeout(10):
         while state.fanout.viewers(build_id):
             await asyncio.sleep(0.05)
-    assert not state.sockets, "the dead peer's socket was closed by the server"
+    assert not state.streams, "the dead peer's socket was closed by the server"

@@ -3,7 +3,8 @@
 `exchange` writes bytes to a server and reads its whole answer (until the server closes
 or goes quiet); `HeldOpen` keeps a connection whose request headers never finish, in
 a thread of its own, and notes when the server closes it, so a test can wait out a
-10 s header timeout while other checks run.
+10 s header timeout while other checks run. `stalled_client` asks for a stream and
+never reads it.
 """
 
 from __future__ import annotations
@@ -178,3 +179,12 @@ def ws_read(sock: socket.socket, timeout: float = 5.0) -> tuple[list[tuple[int, 
         frames.append((opcode, bytes(data[at : at + size])))
         at += size
     return frames, ending
+
+
+def stalled_client(port: int, path: str) -> socket.socket:
+    """A client that asks for a stream and then never reads a byte."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return client

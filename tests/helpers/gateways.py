@@ -16,6 +16,7 @@ from gateway.simulator import Simulator
 T = TypeVar("T")
 
 StartGateway = Callable[..., Awaitable[TestServer]]
+StartReplica = Callable[[], Awaitable[TestServer]]
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

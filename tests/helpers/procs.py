@@ -253,6 +253,7 @@ class LiveViewer:
         self.resyncs: list[str] = []  # snapshots after the first: "EPOCH.SEQ -> EPOCH.SEQ"
         self.errors: list[dict[str, Any]] = []
         self.connects = 0
+        self.connected: list[tuple[float, str]] = []  # (time.monotonic(), gateway) per stream
         self.failures: list[str] = []  # connections that failed or ended, and why
         self._task: asyncio.Task[None] | None = None
 
@@ -287,6 +288,7 @@ class LiveViewer:
                         body = (await response.text())[:200]
                         self.failures.append(f"{url}: HTTP {response.status} {body}")
                     else:
+                        self.connected.append((time.monotonic(), self.gateway))
                         async for event in events(response):
                             self._take(event)
                         self.failures.append(f"{url}: the server ended the stream")

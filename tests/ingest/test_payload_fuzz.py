@@ -408,9 +408,10 @@ def check(upstream: Upstream, call: str, etag: str | None, result: Any) -> None:
     """The error (or answer) the status calls for."""
     status = upstream.status
     encoded = upstream.body and any(name == b"Content-Encoding" for name, _ in upstream.headers)
-    if upstream.failure is not None or (encoded and type(result) is errors.UpstreamUnavailable):
+    transient = (errors.UpstreamUnavailable, errors.UpstreamTimeout)
+    if upstream.failure is not None or (encoded and type(result) in transient):
         # The transport failed, or could not decode the body (MockTransport reads it whole).
-        assert type(result) is errors.UpstreamUnavailable, result
+        assert type(result) in transient, result
     elif status == 304 and etag is not None and call != "partition_events":
         assert isinstance(result, Fetched) and result.body is None, result
     elif status == 404:

@@ -13,6 +13,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamInvalid,
     UpstreamNotFound,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from gateway.ingest.payloads import BuildReader
@@ -201,33 +202,48 @@ def failing(exc: Exception) -> Handler:
 
 
 @pytest.mark.parametrize(
-    ("exc", "message"),
+    ("exc", "kind", "message"),
     [
         (
             httpx.ConnectError("[Errno 111] Connection refused"),
+            UpstreamUnavailable,
             "cannot connect to upstream for partition a/b",
         ),
         (
             httpx.ConnectTimeout("timed out"),
+            UpstreamTimeout,
             "upstream did not accept a connection within 2.0s for partition a/b",
         ),
-        (httpx.ReadTimeout("timed out"), "upstream timed out after 5.0s for partition a/b"),
-        (httpx.PoolTimeout("timed out"), "upstream timed out after 5.0s for partition a/b"),
+        (
+            httpx.ReadTimeout("timed out"),
+            UpstreamTimeout,
+            "upstream timed out after 5.0s for partition a/b",
+        ),
+        (
+            httpx.PoolTimeout("timed out"),
+            UpstreamTimeout,
+            "upstream timed out after 5.0s for partition a/b",
+        ),
         (
             httpx.ReadError("[Errno 104] Connection reset by peer"),
+            UpstreamUnavailable,
             "upstream connection failed for partition a/b",
         ),
         (
             httpx.RemoteProtocolError("Server disconnected"),
+            UpstreamUnavailable,
             "upstream connection failed for partition a/b",
         ),
     ],
 )
-async def test_transport_failures_become_unavailable(exc: Exception, message: str) -> None:
+async def test_transport_failures_become_unavailable(
+    exc: Exception, kind: type[UpstreamError], message: str
+) -> None:
+    """Timeouts are told apart (they are counted apart), but all are unavailable to callers."""
     async with client_for(failing(exc)) as client:
-        with pytest.raises(UpstreamError) as raised:
+        with pytest.raises(UpstreamUnavailable) as raised:
             await client.partition_status("a/b")
-    assert raised.type is UpstreamUnavailable
+    assert raised.type is kind
     assert str(raised.value) == message
     assert raised.value.__cause__ is exc
 

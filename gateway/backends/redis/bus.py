@@ -4,7 +4,8 @@ Per build, in one Cluster slot (see `gateway.backends.redis.connection`):
 
     bc:{TAG}:ID:state   hash: epoch, seq, summary, and `base`: the view's JSON at `base_seq`
     bc:{TAG}:ID:log     stream of the epoch's messages, entry id SEQ-0, trimmed to `history`
-    bc:{TAG}:ID:msgs    pub/sub channel: every message as it is published
+    bc:{TAG}:ID:msgs    pub/sub channel: every message as it is published, and an empty
+                        one when the build's lease is let go (`RELEASED`)
 
 Publishing is one script: the fencing check, the stored state, the stream entry
 and the PUBLISH happen at once, so whoever hears a message can resume after it.
@@ -40,8 +41,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from redis.asyncio.client import PubSub
 
 from gateway.aio import stop, stopping
-from gateway.backends.base import Deliver
-from gateway.backends.redis.connection import FAULTS, RedisConnection, build_key, reaching_redis
+from gateway.backends.base import Deliver, Released
+from gateway.backends.redis.connection import (
+    FAULTS,
+    RELEASED,
+    RedisConnection,
+    build_key,
+    reaching_redis,
+)
 from gateway.errors import BusUnavailable
 from gateway.protocol import messages
 from gateway.protocol.codec import dumps, loads
@@ -188,6 +195,7 @@ class RedisBus:
         self._latest = self._redis.register_script(_LATEST)
         self._history_script = self._redis.register_script(_HISTORY)
         self._deliver: Deliver | None = None
+        self._released: Released | None = None
         self._channels: dict[str, str] = {}  # channel -> build id, of subscribed builds
         self._at: dict[str, Position] = {}  # the last position delivered, per subscribed build
         self._snapshots: dict[str, Message] = {}  # the latest snapshot read, per subscribed build
@@ -199,9 +207,10 @@ class RedisBus:
         self._reader: asyncio.Task[None] | None = None
         self._resyncing: set[asyncio.Task[None]] = set()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, released: Released | None = None) -> None:
         """Open the pub/sub connection; wait briefly for it, so a healthy start misses nothing."""
         self._deliver = deliver
+        self._released = released
         self._reader = asyncio.create_task(self._listen(), name="redis bus reader")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
@@ -353,6 +362,9 @@ class RedisBus:
             return False
         return True
 
+    def up(self) -> bool:
+        return self._listening.is_set() and not self._cut_off
+
     async def _listen(self) -> None:
         """The process's one pub/sub connection, re-opened for as long as the bus runs."""
         failures = 0
@@ -383,7 +395,12 @@ class RedisBus:
         if item["type"] == "message":
             build_id = self._channels.get(channel)
             data = item["data"]
-            if build_id is not None and isinstance(data, bytes):
+            if build_id is None or not isinstance(data, bytes):
+                pass
+            elif data == RELEASED:
+                if self._released is not None:
+                    self._released(build_id)
+            else:
                 self._hand_on(from_envelope(build_id, data))
         elif item["type"] in ("subscribe", "unsubscribe"):
             confirmed = self._confirmations.get(channel)

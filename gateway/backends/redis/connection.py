@@ -15,10 +15,12 @@ subscriber of a Cluster, whichever node each is connected to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -63,6 +65,19 @@ def reaching_redis() -> Iterator[None]:
         yield
     except FAULTS as exc:
         raise BusUnavailable(f"Redis is unreachable ({type(exc).__name__}: {exc})") from exc
+
+
+def redacted(url: str) -> str:
+    """`url` as logs may show it: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+RELEASED = b""
+"""Published on a build's channel when its lease is let go: no message is empty."""
 
 
 def build_key(build_id: str, name: str) -> str:
@@ -112,14 +127,34 @@ def _pooled(url: str, size: int) -> Redis:
     return Redis.from_pool(pool)
 
 
-async def connect(url: str) -> RedisConnection:
-    """Connect and find out whether `url` names a Cluster; BusUnavailable if unreachable."""
+async def connect(url: str, within: float = 0.0) -> RedisConnection:
+    """Connect and find out whether `url` names a Cluster; BusUnavailable if unreachable
+    `within` seconds (Redis may start a moment after the gateway: compose, a restart)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            async with asyncio.timeout(max(1.0, deadline - loop.time())):
+                return await _connect(url)
+        except (BusUnavailable, TimeoutError) as exc:
+            if loop.time() + RETRY_CONNECT >= deadline:
+                reason = str(exc) if exc.args else f"no answer from Redis at {redacted(url)}"
+                tried = f" (tried for {within:.0f} s)" if within else ""
+                raise BusUnavailable(reason + tried) from exc
+        await asyncio.sleep(RETRY_CONNECT)
+
+
+RETRY_CONNECT = 0.5
+"""Seconds between attempts to reach Redis at start."""
+
+
+async def _connect(url: str) -> RedisConnection:
     probe = _pooled(url, POOL_SIZE)
     try:
         info = await probe.info("cluster")
     except FAULTS as exc:
         await probe.aclose()
-        raise BusUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
+        raise BusUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from exc
     if not info.get("cluster_enabled"):
         return RedisConnection(probe, [], control=_pooled(url, CONTROL_POOL_SIZE))
     await probe.aclose()
@@ -128,6 +163,6 @@ async def connect(url: str) -> RedisConnection:
         await cluster.initialize()
     except FAULTS as exc:
         await cluster.aclose()
-        raise BusUnavailable(f"cannot reach the Redis Cluster at {url}: {exc}") from exc
+        raise BusUnavailable(f"cannot reach the Redis Cluster at {redacted(url)}: {exc}") from exc
     nodes = [(node.host, int(node.port)) for node in cluster.get_nodes()]
     return RedisConnection(cluster, nodes)

@@ -9,7 +9,7 @@ have to agree.
 
 from __future__ import annotations
 
-from gateway.backends.redis.connection import RedisConnection, build_key, reaching_redis
+from gateway.backends.redis.connection import RELEASED, RedisConnection, build_key, reaching_redis
 
 # KEYS: lease. ARGV: holder, ttl ms. Takes a free lease or extends our own: a lease of ours
 # that lapsed (expired while Redis was unreachable, Redis restarted empty) is taken back,
@@ -23,9 +23,12 @@ end
 return 0
 """
 
+# KEYS: lease, the build's channel. ARGV: holder, the notice. Followers take over at once.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
 """
 
 # KEYS: interest. ARGV: replica, ttl ms. Scores are expiry times on Redis's clock.
@@ -67,7 +70,8 @@ class RedisLease:
 
     async def release(self, build_id: str) -> None:
         with reaching_redis():
-            await self._release(keys=[build_key(build_id, "lease")], args=[self.holder])
+            keys = [build_key(build_id, "lease"), build_key(build_id, "msgs")]
+            await self._release(keys=keys, args=[self.holder, RELEASED])
 
     async def show_interest(self, build_id: str) -> None:
         keys = [build_key(build_id, "interest")]

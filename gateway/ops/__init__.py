@@ -1,0 +1,1 @@
+"""What an operator sees and does: metrics, logs, the status of the deployment, draining."""
