@@ -3,15 +3,12 @@
 // applied in place; the DOM is updated once per animation frame, touching only what changed.
 //
 // Data path: message -> on*() mutates `view` and marks what is dirty -> flush() (one per
-// frame) updates the header, the cards of changed partitions, and appends new events.
-// Nothing here ever assigns HTML: every text from the gateway goes in as a text node.
+// frame) updates the header, the cards of changed partitions (partitions.js), and appends new
+// events (timeline.js). Nothing here ever assigns HTML: every text from the gateway goes in as
+// a text node.
 
 (() => {
   const HIDDEN_CLOSE_MS = numberOr(window.BUILDCAST_HIDDEN_CLOSE_MS, 30_000);
-  const TIMELINE_PAGE = 200;   // events shown at first, and added per "show older"
-  const CARD_CHUNK = 250;      // partition cards created per frame on a first render
-  const PARTITION_ORDER = ["PartitionBuilding", "PartitionScheduled", "PartitionRequested",
-    "PartitionDelegated", "PartitionFailed", "PartitionAvailable", "Unknown"];
   const { NOT_FOUND, INVALID_BUILD_ID, UNAUTHORIZED, FORBIDDEN } = RULES.codes;
 
   const $ = (id) => document.getElementById(id);
@@ -45,19 +42,11 @@
     on: { state: renderConnection, snapshot: onSnapshot, delta: onDelta, notice: onNotice, end: onEnd },
   });
 
-  // --- what the next frame must redraw
-  const dirty = { header: false, parts: new Set(), grid: false, events: false, timeline: false };
+  // --- what the next frame must redraw: the header here, the rest in its own part
+  let headerDirty = false;
   let frame = 0;
-
-  // --- DOM records
-  const cards = new Map();     // ref -> {node, badge, time, deleg, status, updated, delegatedTo}
-  let gridBuilt = 0;           // cards created so far, in requestedPartitions order
-  let filter = "";             // "" = all, else a status key
-  const filterButtons = new Map();
-  const delegations = new Map();  // ref -> the build it was delegated to, from the events
-  const openJobs = new Set();  // event ids whose job details are expanded, kept across updates
-  const tl = { from: 0, to: 0, limit: TIMELINE_PAGE };  // the DOM shows view.events[from, to)
-  const meter = { bar: $("progress"), ok: $("bar-ok"), err: $("bar-err") };
+  const grid = new PartitionGrid(schedule);
+  const timeline = new Timeline();
 
   // ------------------------------------------------------------------ applying messages
 
@@ -67,43 +56,33 @@
     view = next;
     view.seq = message.seq;
     stats.snapshots += 1;
-    dirty.header = true;
+    headerDirty = true;
     const sameRefs = old && old.requestedPartitions.length === next.requestedPartitions.length
       && old.requestedPartitions.every((ref, i) => ref === next.requestedPartitions[i]);
     if (sameRefs) {
-      for (const ref of next.requestedPartitions) dirty.parts.add(ref);  // cards diff themselves
+      for (const ref of next.requestedPartitions) grid.changed(ref);  // cards diff themselves
     } else {
-      dirty.grid = true;
+      grid.rebuild();
     }
+    grid.noteDelegations(next.events, true);
     // Events normally only grow: keep the rendered ones when the old list is a prefix.
-    delegations.clear();
-    noteDelegations(next.events);
     const prefix = old && old.events.length <= next.events.length
       && old.events.every((event, i) => event.eventId === next.events[i].eventId);
-    if (prefix) dirty.events = true; else dirty.timeline = true;
+    if (prefix) timeline.grew(); else timeline.reset();
     heard();
-  }
-
-  function noteDelegations(events) {
-    for (const event of events) {
-      if (event.delegatedTo && event.partitionRef) {
-        delegations.set(event.partitionRef, event.delegatedTo);
-        dirty.parts.add(event.partitionRef);
-      }
-    }
   }
 
   function onDelta(id, message) {
     const changes = message.changes || {};
     applyDelta(view, message.seq, changes);
     // What the delta touched, for the next frame: no card is compared that did not change.
-    for (const ref of Object.keys(changes.partitions || {})) dirty.parts.add(ref);
+    for (const ref of Object.keys(changes.partitions || {})) grid.changed(ref);
     if (changes.events) {
-      noteDelegations(changes.events);
-      dirty.events = true;
+      grid.noteDelegations(changes.events);
+      timeline.grew();
     }
-    if ("requestedPartitions" in changes) dirty.grid = true;
-    dirty.header = true;
+    if ("requestedPartitions" in changes) grid.rebuild();
+    headerDirty = true;
     stats.deltas += 1;
     heard();
   }
@@ -174,27 +153,24 @@
     if (!frame) frame = requestAnimationFrame(flush);
   }
 
-  let following = true;  // the reader is at the newest events: new ones scroll into view
-
   function flush() {
     frame = 0;
     const started = performance.now();
-    // Read before this frame writes anything: the layout is still clean, so this is free.
-    if (tl.to) following = atBottom($("timeline-box"));
+    timeline.measure();  // before this frame writes anything
     renderConnection();
     if (view) {
       $("loading").hidden = true;
       $("build").hidden = false;
-      if (dirty.header) renderHeader();
-      renderPartitions();
-      renderTimeline();
-      dirty.header = false;
+      if (headerDirty) renderHeader();
+      grid.render(view, headerDirty);
+      timeline.render(view);
+      headerDirty = false;
       body.dataset.seq = view.seq;
       body.dataset.snapshots = stats.snapshots;
       body.dataset.deltas = stats.deltas;
       body.dataset.resyncs = stats.resyncs;
       body.dataset.connects = stats.connects;
-      if (gridBuilt === view.requestedPartitions.length && !dirty.parts.size) {
+      if (grid.complete) {
         body.dataset.renderedSeq = view.seq;  // the DOM now shows this seq entirely
         stats.gridCompleteAt ??= performance.now();
       }
@@ -303,282 +279,6 @@
     $("elapsed").textContent = formatDuration(until - view.createdAtMs);
     renderConnection();
   }
-
-  // --- partitions: one card per requested ref, created once, updated in place
-
-  function statusKey(entry) {
-    return (entry && entry.status) || "Unknown";
-  }
-
-  const CARD = el("li", { class: "card partition" }, el("div", { class: "ref" }),
-    el("div", { class: "row" }, el("span", { class: "badge" }), el("time", { class: "small" })));
-
-  function createCard(ref) {
-    const node = CARD.cloneNode(true);  // cheaper than building each card element by element
-    node.setAttribute("data-ref", ref);
-    fillRef(node.firstChild, ref);
-    const row = node.lastChild;
-    const record = { node, badge: row.firstChild, time: row.lastChild, deleg: null,
-      status: undefined, updated: undefined, delegatedTo: undefined };
-    cards.set(ref, record);
-    updateCard(record, ref);
-    return node;
-  }
-
-  /** A ref that may wrap after each "/" rather than anywhere (a <wbr>, never HTML). */
-  function fillRef(node, ref) {
-    node.title = ref;
-    ref.split("/").forEach((part, i) => {
-      if (i) node.append("/", document.createElement("wbr"));
-      node.append(part);
-    });
-  }
-
-  function updateCard(record, ref) {
-    const entry = view.partitions[ref];
-    const status = (entry && entry.status) || null;
-    if (status !== record.status) {
-      record.status = status;
-      setBadge(record.badge, status);
-      record.node.className = `card partition tone-${toneOf(status)}`;
-      record.node.dataset.status = statusKey(entry);
-      record.node.hidden = filter !== "" && statusKey(entry) !== filter;
-    }
-    const updated = entry ? entry.updatedAtMs : null;
-    if (updated !== record.updated) {
-      record.updated = updated;
-      record.time.textContent = updated ? `updated ${formatWhen(updated)}` : "";
-      record.time.setAttribute("datetime", isoTime(updated) || "");
-      record.time.title = formatDateTime(updated);
-    }
-    // Once a delegate has built the partition, its entry no longer names it: the events do.
-    const delegatedTo = (entry && entry.delegatedTo) || delegations.get(ref) || null;
-    if (delegatedTo !== record.delegatedTo || (record.deleg && status !== record.delegStatus)) {
-      record.delegatedTo = delegatedTo;
-      record.delegStatus = status;
-      if (record.deleg) record.deleg.remove();
-      record.deleg = null;
-      if (delegatedTo) {
-        record.deleg = el("div", { class: "deleg" },
-          el("span", { class: "deleg-mark", "aria-hidden": "true" }, "↪ "),
-          status === "PartitionDelegated" ? "Delegated to " : "Built by ",
-          el("a", { href: `/builds/${encodeURIComponent(delegatedTo)}` }, delegatedTo));
-        record.node.append(record.deleg);
-      }
-    }
-  }
-
-  function renderPartitions() {
-    const grid = $("partitions");
-    const refs = view.requestedPartitions;
-    if (dirty.grid) {
-      dirty.grid = false;
-      cards.clear();
-      grid.replaceChildren();
-      gridBuilt = 0;
-      dirty.parts.clear();
-    }
-    for (const ref of dirty.parts) {
-      const record = cards.get(ref);
-      if (record) updateCard(record, ref);  // not built yet: it is built from the view
-    }
-    const hadChanges = dirty.parts.size > 0;
-    dirty.parts.clear();
-    if (gridBuilt < refs.length) {
-      // A first render of a large build goes in chunks, one per frame: no long freeze.
-      const fragment = document.createDocumentFragment();
-      const stop = Math.min(refs.length, gridBuilt + CARD_CHUNK);
-      for (; gridBuilt < stop; gridBuilt += 1) fragment.append(createCard(refs[gridBuilt]));
-      grid.append(fragment);
-      grid.classList.toggle("many", refs.length > 48);
-      if (gridBuilt < refs.length) schedule();
-    }
-    if (hadChanges || dirty.header) renderCounts();
-  }
-
-  function renderCounts() {
-    const counts = new Map();
-    let available = 0;
-    let failed = 0;
-    for (const ref of view.requestedPartitions) {
-      const key = statusKey(view.partitions[ref]);
-      counts.set(key, (counts.get(key) || 0) + 1);
-      if (key === "PartitionAvailable") available += 1;
-      else if (key === "PartitionFailed") failed += 1;
-    }
-    const total = view.requestedPartitions.length;
-    $("partition-count").textContent = total.toLocaleString();
-    setProgress(meter, { total, available, failed });
-    const text = $("counts");
-    text.replaceChildren(
-      el("strong", {}, `${available.toLocaleString()} / ${total.toLocaleString()}`), " available");
-    if (failed) {
-      const failedText = `${failed.toLocaleString()} failed`;
-      text.append(" · ", el("span", { class: "failed-count" }, failedText));
-    }
-    renderFilters(counts, total);
-  }
-
-  function renderFilters(counts, total) {
-    const bar = $("filters");
-    const others = [...counts.keys()].filter((k) => !PARTITION_ORDER.includes(k));  // unknown names
-    const keys = ["", ...PARTITION_ORDER, ...others];
-    for (const key of keys) {
-      const count = key === "" ? total : counts.get(key) || 0;
-      let button = filterButtons.get(key);
-      if (!button) {
-        if (!count && key !== filter) continue;
-        button = el("button",
-          { type: "button", class: `chip tone-${toneOf(key)}`, "data-status": key || "all" },
-          el("span", { class: "chip-label" }, key === "" ? "All" : statusLabel(key)), " ",
-          el("span", { class: "chip-count" }));
-        button.addEventListener("click", () => setFilter(filter === key ? "" : key));
-        filterButtons.set(key, button);
-        const next = keys.slice(keys.indexOf(key) + 1)
-          .map((k) => filterButtons.get(k)).find(Boolean);
-        bar.insertBefore(button, next || null);  // keep the chips in PARTITION_ORDER
-      }
-      button.querySelector(".chip-count").textContent = count.toLocaleString();
-      button.hidden = !count && key !== filter && key !== "";
-      button.setAttribute("aria-pressed", String(key === filter));
-      button.title = key === "" ? "Show every partition" : `Show only ${key}`;
-    }
-    const shown = filter === "" ? total : counts.get(filter) || 0;
-    $("partitions-empty").hidden = shown > 0;
-  }
-
-  function setFilter(key) {
-    filter = key;
-    for (const record of cards.values()) {
-      record.node.hidden = filter !== "" && (record.status || "Unknown") !== filter;
-    }
-    renderCounts();
-  }
-
-  // --- the timeline: the newest TIMELINE_PAGE events, appended as they come
-
-  function eventItem(event) {
-    const line = el("div", { class: "event-line" },
-      el("time", { datetime: isoTime(event.timestampMs), title: formatDateTime(event.timestampMs) },
-        formatWhen(event.timestampMs)),
-      el("span", { class: "etype" }, event.eventType),
-      el("span", { class: "msg" }, event.message));
-    if (event.partitionRef) {
-      line.append(el("span", { class: "ref" }, event.partitionRef));
-      if (event.partitionStatus) line.append(badge(event.partitionStatus));
-    }
-    if (event.delegatedTo) {
-      line.append(el("span", { class: "deleg" }, "↪ ",
-        el("a", { href: `/builds/${encodeURIComponent(event.delegatedTo)}` }, event.delegatedTo)));
-    }
-    const item = el("li",
-      { class: event.job ? "event job-event" : "event", "data-event-id": event.eventId }, line);
-    if (event.job) item.append(jobDetails(event));
-    return item;
-  }
-
-  function jobDetails(event) {
-    const job = event.job;
-    const lines = job.logLines || [];
-    const cut = Number(job.truncatedLines) || 0;  // the gateway keeps a long log's tail only
-    const logs = el("pre", { class: "logs", tabindex: "0", "aria-label": "Job log" });
-    if (cut > 0) {
-      const text = `${cut.toLocaleString()} earlier line${cut === 1 ? "" : "s"} not shown`;
-      logs.append(el("span", { class: "ln cut" }, text), "\n");
-      logs.style.counterReset = `ln ${cut}`;  // the kept lines keep their own numbers
-    }
-    for (const text of lines) logs.append(el("span", { class: "ln" }, text), "\n");
-    const copy = el("button", { type: "button", class: "btn small-btn" }, "Copy log");
-    copy.addEventListener("click", () => copyLog(copy, logs, lines));
-    const targets = el("ul", { class: "targets" },
-      ...(job.targetPartitions || []).map((ref) => el("li", { class: "ref" }, ref)));
-    const details = el("details", { class: "job" },
-      el("summary", {},
-        el("span", { class: "job-label" }, job.jobLabel || "job"), " ", badge(job.status), " ",
-        el("span", { class: "small" }, cut ? `${lines.length.toLocaleString()} of ${(cut + lines.length).toLocaleString()} log lines`
-          : `${lines.length} log line${lines.length === 1 ? "" : "s"}`)),
-      el("dl", { class: "job-facts" },
-        el("dt", {}, "Job"), el("dd", {}, job.jobLabel || "—"),
-        el("dt", {}, "Run id"), el("dd", { class: "mono" }, job.jobRunId || "—"),
-        el("dt", {}, "Status"), el("dd", {}, job.status || "Unknown"),
-        el("dt", {}, "Targets"), el("dd", {}, targets)),
-      lines.length
-        ? el("div", { class: "log-head" }, el("span", { class: "small" }, "Log"), copy)
-        : el("p", { class: "small" }, "No log lines yet."),
-      lines.length ? logs : null);
-    details.open = openJobs.has(event.eventId);
-    details.addEventListener("toggle", () => {
-      if (details.open) openJobs.add(event.eventId); else openJobs.delete(event.eventId);
-    });
-    return details;
-  }
-
-  async function copyLog(button, logs, lines) {
-    try {
-      await navigator.clipboard.writeText(lines.join("\n"));
-      button.textContent = "Copied";
-    } catch (e) {  // no clipboard permission: select the text, for Ctrl+C
-      getSelection().selectAllChildren(logs);
-      button.textContent = "Selected: press Ctrl+C";
-    }
-    setTimeout(() => { button.textContent = "Copy log"; }, 2000);
-  }
-
-  function atBottom(box) {
-    return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
-  }
-
-  function renderTimeline() {
-    const list = $("timeline");
-    const box = $("timeline-box");
-    const events = view.events;
-    const n = events.length;
-    const follow = following;
-    if (dirty.timeline) {
-      dirty.timeline = false;
-      list.replaceChildren();
-      tl.from = tl.to = Math.max(0, n - tl.limit);
-    }
-    if (dirty.events || n !== tl.to) {
-      dirty.events = false;
-      const start = Math.max(tl.to, n - tl.limit);
-      if (start > tl.to) {  // more new events than the window holds: start the window afresh
-        list.replaceChildren();
-        tl.from = start;
-      }
-      const fragment = document.createDocumentFragment();
-      for (let i = start; i < n; i += 1) fragment.append(eventItem(events[i]));
-      list.append(fragment);
-      tl.to = n;
-      // Keep the window bounded while the reader follows the newest events; when they
-      // read older ones, let it grow (up to a cap) rather than pull text from under them.
-      const cap = follow ? tl.limit : tl.limit + 5 * TIMELINE_PAGE;
-      while (tl.to - tl.from > cap) {
-        list.firstElementChild.remove();
-        tl.from += 1;
-      }
-      if (follow) box.scrollTop = box.scrollHeight;
-    }
-    $("older").hidden = tl.from === 0;
-    const more = Math.min(TIMELINE_PAGE, tl.from);
-    $("older").textContent =
-      `Show ${more.toLocaleString()} older events (${tl.from.toLocaleString()} not shown)`;
-    $("event-count").textContent = `${n.toLocaleString()} event${n === 1 ? "" : "s"}`
-      + (tl.from ? ` · showing the latest ${(tl.to - tl.from).toLocaleString()}` : "");
-  }
-
-  $("older").addEventListener("click", () => {
-    const box = $("timeline-box");
-    const start = Math.max(0, tl.from - TIMELINE_PAGE);
-    const fragment = document.createDocumentFragment();
-    for (let i = start; i < tl.from; i += 1) fragment.append(eventItem(view.events[i]));
-    const before = box.scrollHeight;
-    $("timeline").prepend(fragment);
-    box.scrollTop += box.scrollHeight - before;  // keep what the reader was looking at in place
-    tl.from = start;
-    tl.limit = Math.max(tl.limit, tl.to - tl.from);
-    renderTimeline();
-  });
 
   // ------------------------------------------------------------------ start
 

@@ -1,0 +1,160 @@
+"use strict";
+// The build page's execution timeline: the newest events, appended as they come, older ones
+// shown on request. build.js says when the events grew (grew()) or must be drawn anew
+// (reset()), and asks it to draw once per frame (render(view)).
+
+const TIMELINE_PAGE = 200;  // events shown at first, and added per "show older"
+
+function atBottom(box) {
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+}
+
+class Timeline {
+  constructor() {
+    this.list = document.getElementById("timeline");
+    this.box = document.getElementById("timeline-box");
+    this.older = document.getElementById("older");
+    this.from = 0;              // the DOM shows view.events[from, to)
+    this.to = 0;
+    this.limit = TIMELINE_PAGE;
+    this.fresh = true;          // draw every event anew
+    this.grown = false;         // events were appended
+    this.following = true;      // the reader is at the newest events: new ones scroll into view
+    this.openJobs = new Set();  // event ids whose job details are expanded, kept across updates
+    this.view = null;
+    this.older.addEventListener("click", () => this.showOlder());
+  }
+
+  reset() {
+    this.fresh = true;
+  }
+
+  grew() {
+    this.grown = true;
+  }
+
+  /** Read before a frame writes anything: the layout is still clean, so this is free. */
+  measure() {
+    if (this.to) this.following = atBottom(this.box);
+  }
+
+  render(view) {
+    this.view = view;
+    const events = view.events;
+    const n = events.length;
+    const follow = this.following;
+    if (this.fresh) {
+      this.fresh = false;
+      this.list.replaceChildren();
+      this.from = this.to = Math.max(0, n - this.limit);
+    }
+    if (this.grown || n !== this.to) {
+      this.grown = false;
+      const start = Math.max(this.to, n - this.limit);
+      if (start > this.to) {  // more new events than the window holds: start the window afresh
+        this.list.replaceChildren();
+        this.from = start;
+      }
+      const fragment = document.createDocumentFragment();
+      for (let i = start; i < n; i += 1) fragment.append(this.item(events[i]));
+      this.list.append(fragment);
+      this.to = n;
+      // Keep the window bounded while the reader follows the newest events; when they
+      // read older ones, let it grow (up to a cap) rather than pull text from under them.
+      const cap = follow ? this.limit : this.limit + 5 * TIMELINE_PAGE;
+      while (this.to - this.from > cap) {
+        this.list.firstElementChild.remove();
+        this.from += 1;
+      }
+      if (follow) this.box.scrollTop = this.box.scrollHeight;
+    }
+    this.older.hidden = this.from === 0;
+    const more = Math.min(TIMELINE_PAGE, this.from);
+    this.older.textContent =
+      `Show ${more.toLocaleString()} older events (${this.from.toLocaleString()} not shown)`;
+    document.getElementById("event-count").textContent =
+      `${n.toLocaleString()} event${n === 1 ? "" : "s"}`
+      + (this.from ? ` · showing the latest ${(this.to - this.from).toLocaleString()}` : "");
+  }
+
+  showOlder() {
+    const start = Math.max(0, this.from - TIMELINE_PAGE);
+    const fragment = document.createDocumentFragment();
+    for (let i = start; i < this.from; i += 1) fragment.append(this.item(this.view.events[i]));
+    const before = this.box.scrollHeight;
+    this.list.prepend(fragment);
+    this.box.scrollTop += this.box.scrollHeight - before;  // keep the reader's place
+    this.from = start;
+    this.limit = Math.max(this.limit, this.to - this.from);
+    this.render(this.view);
+  }
+
+  item(event) {
+    const line = el("div", { class: "event-line" },
+      el("time", { datetime: isoTime(event.timestampMs), title: formatDateTime(event.timestampMs) },
+        formatWhen(event.timestampMs)),
+      el("span", { class: "etype" }, event.eventType),
+      el("span", { class: "msg" }, event.message));
+    if (event.partitionRef) {
+      line.append(el("span", { class: "ref" }, event.partitionRef));
+      if (event.partitionStatus) line.append(badge(event.partitionStatus));
+    }
+    if (event.delegatedTo) {
+      line.append(el("span", { class: "deleg" }, "↪ ",
+        el("a", { href: `/builds/${encodeURIComponent(event.delegatedTo)}` }, event.delegatedTo)));
+    }
+    const item = el("li",
+      { class: event.job ? "event job-event" : "event", "data-event-id": event.eventId }, line);
+    if (event.job) item.append(this.jobDetails(event));
+    return item;
+  }
+
+  jobDetails(event) {
+    const job = event.job;
+    const lines = job.logLines || [];
+    const cut = Number(job.truncatedLines) || 0;  // the gateway keeps a long log's tail only
+    const logs = el("pre", { class: "logs", tabindex: "0", "aria-label": "Job log" });
+    if (cut > 0) {
+      const text = `${cut.toLocaleString()} earlier line${cut === 1 ? "" : "s"} not shown`;
+      logs.append(el("span", { class: "ln cut" }, text), "\n");
+      logs.style.counterReset = `ln ${cut}`;  // the kept lines keep their own numbers
+    }
+    for (const text of lines) logs.append(el("span", { class: "ln" }, text), "\n");
+    const copy = el("button", { type: "button", class: "btn small-btn" }, "Copy log");
+    copy.addEventListener("click", () => copyLog(copy, logs, lines));
+    const targets = el("ul", { class: "targets" },
+      ...(job.targetPartitions || []).map((ref) => el("li", { class: "ref" }, ref)));
+    const total = cut + lines.length;
+    const details = el("details", { class: "job" },
+      el("summary", {},
+        el("span", { class: "job-label" }, job.jobLabel || "job"), " ", badge(job.status), " ",
+        el("span", { class: "small" }, cut
+          ? `${lines.length.toLocaleString()} of ${total.toLocaleString()} log lines`
+          : `${lines.length} log line${lines.length === 1 ? "" : "s"}`)),
+      el("dl", { class: "job-facts" },
+        el("dt", {}, "Job"), el("dd", {}, job.jobLabel || "—"),
+        el("dt", {}, "Run id"), el("dd", { class: "mono" }, job.jobRunId || "—"),
+        el("dt", {}, "Status"), el("dd", {}, job.status || "Unknown"),
+        el("dt", {}, "Targets"), el("dd", {}, targets)),
+      lines.length
+        ? el("div", { class: "log-head" }, el("span", { class: "small" }, "Log"), copy)
+        : el("p", { class: "small" }, "No log lines yet."),
+      lines.length ? logs : null);
+    details.open = this.openJobs.has(event.eventId);
+    details.addEventListener("toggle", () => {
+      if (details.open) this.openJobs.add(event.eventId); else this.openJobs.delete(event.eventId);
+    });
+    return details;
+  }
+}
+
+async function copyLog(button, logs, lines) {
+  try {
+    await navigator.clipboard.writeText(lines.join("\n"));
+    button.textContent = "Copied";
+  } catch (e) {  // no clipboard permission: select the text, for Ctrl+C
+    getSelection().selectAllChildren(logs);
+    button.textContent = "Selected: press Ctrl+C";
+  }
+  setTimeout(() => { button.textContent = "Copy log"; }, 2000);
+}
