@@ -421,10 +421,10 @@ def create_simulator_app(
     app[_SERVICE] = _Service(wire, _BuildBodies(wire, _CACHED_BODIES))
     app.router.add_get("/api/v1/builds/{build_id}", _get_build, name="build")
     app.router.add_get(
-        "/api/v1/partitions/{ref}/status", _get_partition_status, name="partition_status"
+        "/api/v1/partitions/{ref:[^/]+}/status", _get_partition_status, name="partition_status"
     )
     app.router.add_get(
-        "/api/v1/partitions/{ref}/events", _get_partition_events, name="partition_events"
+        "/api/v1/partitions/{ref:[^/]+}/events", _get_partition_events, name="partition_events"
     )
     app.router.add_get("/_sim/builds", _list_builds)
     app.router.add_post("/_sim/builds", _create_build)

@@ -394,7 +394,8 @@ async def test_bare_enums_drop_the_prefix(aiohttp_client: MakeClient, sim: Simul
 
 
 @pytest.mark.parametrize(
-    "ref", ["reviews/date=2026-11-27/region=eu", "100% done", "café au lait", "a%2Fb", "é/é"]
+    "ref",
+    ["reviews/date=2026-11-27/region=eu", "100% done", "café au lait", "a%2Fb", "é/é", "t/{date}"],
 )
 async def test_percent_encoded_refs_round_trip(
     client: TestClient[Any, Any], sim: Simulator, ref: str
