@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from gateway.delivery.http_errors import (
 )
 from gateway.errors import BuildcastError
 from gateway.guard.http import FrontDoor, access
+from gateway.ingest.partition_events import FRESH, PartitionEvents
 from gateway.ingest.upstream import FirstLooks, UpstreamClient
 from gateway.ingest.watch import Watches
 from gateway.ops import access as access_log
@@ -43,6 +46,8 @@ from gateway.state import STATE, GatewayState
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PARTITION_EVENTS = web.AppKey("partition_events", PartitionEvents)
 
 
 def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.Application:
@@ -59,6 +64,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
         shared.missing,
         first_looks=looks,
         on_published=lambda kind: metrics.published.labels(kind).inc(),
+        recent=shared.recent,
     )
     metrics.read(
         Readings(
@@ -83,6 +89,7 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
         door=door,
         metrics=metrics,
     )
+    app[PARTITION_EVENTS] = PartitionEvents(settings, upstream, shared.cache)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(door.on_prepare)
@@ -99,6 +106,10 @@ def create_app(settings: Settings, redis: RedisConnection | None = None) -> web.
             web.get("/api/v1/stream", multi_stream, allow_head=False, name="multi_stream"),
             web.get("/api/v1/ws", websocket, allow_head=False, name="ws"),
             web.get("/api/v1/watched", watched, name="watched"),
+            web.get("/api/v1/recent", recent, name="recent"),
+            web.get(
+                "/api/v1/partitions/{ref:[^/]*}/events", partition_events, name="partition_events"
+            ),
             web.get("/api/v1/status", status_view, name="status"),
             web.get("/status", _page(settings.web_root / "status.html")),
             web.get("/api/v1/openapi.json", api_document),
@@ -180,6 +191,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             request.app[STATE].metrics.rejected.labels(exc.code).inc()
         return from_error(exc)
     except web.HTTPNotFound:
+        if _wants_page(request):
+            return _not_found_page(request.app[STATE].settings.web_root / "404.html", request.path)
         return error_response(Code.NOT_FOUND, f"no such path {request.path}")
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -195,6 +208,35 @@ def _page(path: Path) -> Handler:
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     return handler
+
+
+def _wants_page(request: web.Request) -> bool:
+    """A browser asking for a page (not the API, not a page's file) that does not exist."""
+    return (
+        request.method in (hdrs.METH_GET, hdrs.METH_HEAD)
+        and "text/html" in request.headers.get(hdrs.ACCEPT, "")
+        and not request.path.startswith(("/api/", "/static/"))
+    )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ASKED = "<!-- the path asked for -->"
+
+
+def _not_found_page(page: Path, path: str) -> web.Response:
+    """web/404.html, saying which path was not found (escaped: it is the client's text)."""
+    asked = html.escape(_CONTROL.sub("\ufffd", path))
+    return web.Response(
+        status=404,
+        text=_page_text(page).replace(_ASKED, asked),
+        content_type="text/html",
+        headers={hdrs.CACHE_CONTROL: "no-cache"},
+    )
+
+
+@functools.cache
+def _page_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 async def build_view(request: web.Request) -> web.Response:
@@ -229,6 +271,29 @@ async def watched(request: web.Request) -> web.Response:
     summaries = await state.bus.summaries(sorted(b for b in viewers if who.allows(b)))
     builds = [{**summary, "viewers": viewers[b]} for b, summary in summaries.items()]
     return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
+
+
+async def recent(request: web.Request) -> web.Response:
+    """The builds the deployment watched in the last day, newest first, as last stored."""
+    state = request.app[STATE]
+    who = access(request)
+    lately = [(b, at) for b, at in await state.backends.recent.recent() if who.allows(b)]
+    summaries = await state.bus.summaries([b for b, _ in lately])
+    builds = [{**summaries[b], "lastWatchedAtMs": at} for b, at in lately if b in summaries]
+    return web.Response(body=codec.dumps({"builds": builds}), content_type="application/json")
+
+
+async def partition_events(request: web.Request) -> web.Response:
+    """A partition's own events: from the upstream at most once per ref every FRESH seconds."""
+    ref = request.match_info["ref"]
+    found = await request.app[PARTITION_EVENTS].answer(ref, access(request).client)
+    if found.code is not None:
+        return error_response(found.code, found.body.decode())
+    return web.Response(
+        body=found.body,
+        content_type="application/json",
+        headers={hdrs.CACHE_CONTROL: f"private, max-age={FRESH:.0f}"},
+    )
 
 
 async def status_view(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """Where the watched builds' state lives: in this process, or in Redis for many replicas.
 
-    base.py          the contracts: Bus, Lease, Registry, Missing and their guarantees
+    base.py          the contracts: Bus, Lease, Registry, Missing, Cache, Recent
     memory.py        one replica: everything in this process
-    redis/           many replicas: connection.py, bus.py, lease.py, registry.py, missing.py
+    redis/           many replicas: connection.py, bus.py, lease.py, registry.py, missing.py,
+                     cache.py, recent.py
 
 `create` is the one factory: the gateway asks for its backends and gets a
 matching set, never a Redis bus beside an in-process lease.
@@ -15,12 +16,21 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from gateway.backends.base import Bus, Lease, Missing, Registry
-from gateway.backends.memory import MemoryBus, MemoryLease, MemoryMissing, MemoryRegistry
+from gateway.backends.base import RECENT_BUILDS, Bus, Cache, Lease, Missing, Recent, Registry
+from gateway.backends.memory import (
+    MemoryBus,
+    MemoryCache,
+    MemoryLease,
+    MemoryMissing,
+    MemoryRecent,
+    MemoryRegistry,
+)
 from gateway.backends.redis.bus import RedisBus
+from gateway.backends.redis.cache import RedisCache
 from gateway.backends.redis.connection import RedisConnection
 from gateway.backends.redis.lease import RedisLease
 from gateway.backends.redis.missing import RedisMissing
+from gateway.backends.redis.recent import RedisRecent
 from gateway.backends.redis.registry import RedisRegistry
 from gateway.settings import Settings
 
@@ -31,6 +41,8 @@ class Backends:
     lease: Lease
     registry: Registry
     missing: Missing
+    cache: Cache
+    recent: Recent
     replica: str  # who this process is to the others: the lease holder's name
     redis: RedisConnection | None  # owned: closed with the backends
 
@@ -59,6 +71,8 @@ def create(settings: Settings, redis: RedisConnection | None = None) -> Backends
             MemoryLease(replica, settings.lease_ttl),
             MemoryRegistry(replica),
             MemoryMissing(),
+            MemoryCache(),
+            MemoryRecent(settings.retention, RECENT_BUILDS),
             replica,
             None,
         )
@@ -72,9 +86,11 @@ def create(settings: Settings, redis: RedisConnection | None = None) -> Backends
         RedisLease(redis, replica, settings.lease_ttl),
         RedisRegistry(redis, replica, settings.lease_ttl),
         RedisMissing(redis),
+        RedisCache(redis),
+        RedisRecent(redis, settings.retention, RECENT_BUILDS),
         replica,
         redis,
     )
 
 
-__all__ = ["Backends", "Bus", "Lease", "Missing", "Registry", "create"]
+__all__ = ["Backends", "Bus", "Cache", "Lease", "Missing", "Recent", "Registry", "create"]

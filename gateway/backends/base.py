@@ -1,4 +1,4 @@
-"""What the backends promise: the Bus, the Lease and the Registry.
+"""What the backends promise: the Bus, the Lease, the Registry, and the smaller stores.
 
 Each has an in-process implementation (`memory`, for one replica) and a Redis
 one (`redis/`, for many); `gateway.backends.create` picks them. The contract
@@ -41,6 +41,7 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.protocol.messages import Message
@@ -173,3 +174,49 @@ class Missing(Protocol):
     async def remember(self, build_id: str, code: str, message: str, ttl: float) -> None: ...
 
     async def recall(self, build_id: str) -> tuple[str, str] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    value: bytes
+    fresh: bool  # within the time it was stored fresh for
+
+
+class Cache(Protocol):
+    """Answers of the upstream shared by every replica for a while, and who fetches the next.
+
+    - `put` stores a value under a key for `keep` seconds, fresh for the first `fresh` of
+      them, for every replica that shares the backend; it ends the key's claim.
+    - `get` answers the value and whether it is still fresh, or None once it is gone.
+    - `claim` is granted to one caller at a time, across the replicas, until `put`,
+      `release` or `ttl` seconds: the one that asks the upstream while the others wait for
+      what it stores (`ttl` bounds their wait when it dies mid-way).
+    - Bounded: a flood of keys forgets the oldest (in process) or expires (Redis).
+    """
+
+    async def get(self, key: str) -> Cached | None: ...
+
+    async def put(self, key: str, value: bytes, fresh: float, keep: float) -> None: ...
+
+    async def claim(self, key: str, ttl: float) -> bool: ...
+
+    async def release(self, key: str) -> None: ...
+
+
+RECENT_BUILDS = 1000
+"""Builds the deployment remembers at most: those watched last, within a day."""
+
+
+class Recent(Protocol):
+    """The builds the deployment watched lately, behind `/api/v1/recent`.
+
+    - `record` notes that a build is watched now (by the wall clock); a build recorded again
+      moves to the front with its new time.
+    - `recent` lists the builds recorded within the last `max_age` seconds, newest first,
+      with when they were last recorded (epoch milliseconds), at most `max_builds` of them:
+      older and further ones are forgotten. Every replica of the backend sees every record.
+    """
+
+    async def record(self, build_id: str) -> None: ...
+
+    async def recent(self) -> list[tuple[str, int]]: ...

@@ -12,18 +12,20 @@ the deployment's.
 
 Memory stays bounded: at most `history` messages (and `history_bytes` of them)
 per build, and the state of at most `max_builds` builds, the least recently
-published forgotten first; leases and interest are forgotten once expired.
+published forgotten first; leases and interest are forgotten once expired; the
+cache and the recent builds hold a fixed number of entries, the oldest out first.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
 from gateway.aio import now
-from gateway.backends.base import Deliver, Released, Report, Viewers
+from gateway.backends.base import Cached, Deliver, Released, Report, Viewers
 from gateway.protocol import messages
 from gateway.protocol.messages import Kind, Message
 from gateway.protocol.resume import Position
@@ -240,3 +242,79 @@ class MemoryMissing:
             del self._missing[build_id]
             return None
         return found[1], found[2]
+
+
+MAX_CACHED = 10_000
+"""Keys the in-process cache holds at once (and claims): the oldest are forgotten first."""
+
+MAX_CACHED_BYTES = 64 << 20
+"""Bytes of values the in-process cache holds at once: the oldest are forgotten first."""
+
+
+class MemoryCache:
+    def __init__(
+        self, clock: Clock = now, max_keys: int = MAX_CACHED, max_bytes: int = MAX_CACHED_BYTES
+    ) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._values: OrderedDict[str, tuple[float, float, bytes]] = OrderedDict()  # fresh, keep
+        self._claims: OrderedDict[str, float] = OrderedDict()  # key -> until
+
+    async def get(self, key: str) -> Cached | None:
+        found = self._values.get(key)
+        if found is None:
+            return None
+        fresh_until, keep_until, value = found
+        at = self._clock()
+        if keep_until <= at:
+            self._forget(key)
+            return None
+        return Cached(value, fresh_until > at)
+
+    async def put(self, key: str, value: bytes, fresh: float, keep: float) -> None:
+        at = self._clock()
+        self._forget(key)
+        self._values[key] = (at + fresh, at + keep, value)
+        self._bytes += len(value)
+        while len(self._values) > self._max_keys or self._bytes > self._max_bytes:
+            self._forget(next(iter(self._values)))
+        self._claims.pop(key, None)
+
+    def _forget(self, key: str) -> None:
+        if (found := self._values.pop(key, None)) is not None:
+            self._bytes -= len(found[2])
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        at = self._clock()
+        until = self._claims.pop(key, None)
+        if until is not None and until > at:
+            self._claims[key] = until
+            return False
+        self._claims[key] = at + ttl
+        while len(self._claims) > self._max_keys:
+            self._claims.popitem(last=False)
+        return True
+
+    async def release(self, key: str) -> None:
+        self._claims.pop(key, None)
+
+
+class MemoryRecent:
+    def __init__(self, max_age: float, max_builds: int, clock: Clock = time.time) -> None:
+        self._max_age = max_age
+        self._max_builds = max_builds
+        self._clock = clock
+        self._watched: OrderedDict[str, int] = OrderedDict()  # last recorded last
+
+    async def record(self, build_id: str) -> None:
+        self._watched.pop(build_id, None)
+        self._watched[build_id] = int(self._clock() * 1000)
+        while len(self._watched) > self._max_builds:
+            self._watched.popitem(last=False)
+
+    async def recent(self) -> list[tuple[str, int]]:
+        since = int((self._clock() - self._max_age) * 1000)
+        newest_first = reversed(self._watched.items())
+        return [(build_id, at) for build_id, at in newest_first if at >= since]

@@ -42,8 +42,11 @@ CSP = (
 )
 """No inline script or style element, nothing framed; `data:` images for the status favicon."""
 
-PROTECTED = frozenset({"view", "stream", "multi_stream", "ws", "watched", "status"})
-"""Routes (by name) that need a token when access control is on."""
+PROTECTED = frozenset(
+    {"view", "stream", "multi_stream", "ws", "watched", "recent", "partition_events", "status"}
+)
+"""Routes (by name) that need a token when access control is on (any valid token reads a
+partition's events: a partition is not a build)."""
 
 QUERY_TOKEN = frozenset({"stream", "multi_stream", "ws"})
 """Routes that take `?token=`: EventSource and a browser's WebSocket cannot send headers."""

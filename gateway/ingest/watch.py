@@ -22,6 +22,10 @@ nobody else wants yet stay polled until their viewers have moved.
 
 A lone replica on the in-process backends always holds every lease: the same
 code runs one replica or many.
+
+Each build watched here is noted in the recent builds (`Recent`, behind
+`/api/v1/recent`) once it has a view, again every RECORD_EVERY seconds while
+it is watched (a wall may watch a build for days), and when its watch ends.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.aio import now, stop, stopping
-from gateway.backends.base import Bus, Lease, Missing
-from gateway.backends.memory import MemoryMissing
+from gateway.backends.base import RECENT_BUILDS, Bus, Lease, Missing, Recent
+from gateway.backends.memory import MemoryMissing, MemoryRecent
 from gateway.errors import (
     BuildGone,
     BusUnavailable,
@@ -55,6 +59,10 @@ log = logging.getLogger(__name__)
 FIRST_LOOK = 0.1
 """Seconds between looks for the owner's first view, while viewers wait for it."""
 
+RECORD_EVERY = 60.0
+"""Seconds between notes of a build still watched in the recent builds: its last watched
+time is never older than that."""
+
 
 class _Ended(Exception):
     """The watch a viewer joined ended before it had a view (its grace ran out just then)."""
@@ -69,6 +77,7 @@ class Watch:
     polling: asyncio.Task[None] | None = None
     stored: bool = False  # the bus holds a view, published by whoever polls
     keeper: asyncio.Task[None] | None = None
+    recorded_at: float | None = None  # when last noted in the recent builds (loop time)
     _news: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -117,6 +126,7 @@ class Watches:
         missing: Missing | None = None,
         first_looks: FirstLooks | None = None,
         on_published: Callable[[str], None] | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
@@ -125,6 +135,7 @@ class Watches:
         self._missing = missing or MemoryMissing()
         self._first_looks = first_looks
         self._on_published = on_published
+        self._recent = recent or MemoryRecent(settings.retention, RECENT_BUILDS)
         self._tick = settings.lease_ttl / 3
         self._watches: dict[str, Watch] = {}
         self._closing = False
@@ -223,6 +234,8 @@ class Watches:
                         watch.stored = await self._bus.position(watch.build_id) is not None
                         if watch.stored:
                             watch.notify()
+                    if self._record_due(watch):
+                        await self._record(watch)
                     failing = False
                 except BusUnavailable as exc:
                     if not failing:
@@ -233,7 +246,24 @@ class Watches:
             if self._watches.get(watch.build_id) is watch:  # new viewers start a new watch
                 del self._watches[watch.build_id]
             watch.notify()
+            if watch.recorded_at is not None:  # its last watched time: now
+                await self._record(watch)
             await self._stop_polling(watch, release=True)
+
+    @staticmethod
+    def _record_due(watch: Watch) -> bool:
+        if watch.recorded_at is None:
+            return watch.stored or watch.view is not None  # a build that exists
+        return now() - watch.recorded_at >= RECORD_EVERY
+
+    async def _record(self, watch: Watch) -> None:
+        """Note the build in the recent builds; tried again soon if the backend is down."""
+        try:
+            async with asyncio.timeout(self._tick):
+                await self._recent.record(watch.build_id)
+        except (BusUnavailable, TimeoutError):
+            return
+        watch.recorded_at = now()
 
     async def _hold_lease(self, watch: Watch) -> None:
         build_id = watch.build_id

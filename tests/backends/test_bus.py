@@ -10,32 +10,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
 
 from gateway.backends.base import Bus
 from gateway.backends.memory import MemoryBus
 from gateway.backends.redis.bus import RedisBus
-from gateway.backends.redis.connection import RedisConnection, connect
 from gateway.protocol import codec, messages
 from gateway.protocol.messages import Message
 from gateway.protocol.resume import Position
 from gateway.protocol.view import summarize
-from tests.helpers.redis_servers import RedisCluster, RedisServer
+from tests.helpers.backends import IMPLEMENTATIONS, redis_connection
 from tests.helpers.views import a_view
 
 EPOCH = "e1"
 HISTORY_BYTES = 8 * 1024  # a build's resume history, at most: in bytes, not only messages
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        "fakeredis",
-        pytest.param("redis-server", marks=pytest.mark.integration),
-        pytest.param("redis-cluster", marks=pytest.mark.integration),
-    ]
-)
+@pytest.fixture(params=IMPLEMENTATIONS)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     implementation: Bus
     if request.param == "memory":
@@ -43,18 +34,7 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         yield implementation
         await implementation.close()
         return
-    if request.param == "fakeredis":
-        connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
-    elif request.param == "redis-server":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        connection = await connect(server.url)
-    else:
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        for node in cluster.nodes:  # shared by the module's tests: start each one empty
-            with node.client() as client:
-                client.flushall()
-        connection = await connect(cluster.url)
-        assert connection.cluster, "the URL of one node is enough to find the cluster"
+    connection = await redis_connection(request)
     implementation = RedisBus(connection, history=5, history_bytes=HISTORY_BYTES)
     yield implementation
     await implementation.close()
