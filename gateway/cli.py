@@ -236,6 +236,11 @@ def parser() -> argparse.ArgumentParser:
     _add(tail, "--gateway", settings.http_url, DEFAULT_GATEWAY, "base URL of the gateway")
     _add(tail, "--token", str, None, "access token, when the gateway asks for one")
     _flag(tail, "--json", "one JSON object a line: each message as received, plus buildStatus")
+    _flag(
+        tail,
+        "--exit-status",
+        "exit as wait does: 0 Completed, 1 Failed, 2 Cancelled, 4 not found or unusable gateway",
+    )
 
     wait = command(
         "wait",
@@ -489,7 +494,13 @@ async def token(args: argparse.Namespace) -> int:
 async def tail(args: argparse.Namespace) -> int:
     from gateway.client.tail import tail  # the client loads only for the commands that use it
 
-    return await tail(args.build_id, args.gateway, json_lines=args.json, token=args.token)
+    return await tail(
+        args.build_id,
+        args.gateway,
+        json_lines=args.json,
+        token=args.token,
+        exit_status=args.exit_status,
+    )
 
 
 async def wait(args: argparse.Namespace) -> int:

@@ -67,10 +67,12 @@ def running(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], lis
         (["serve", "--upstream", "http://x", "--upstream-max-bytes", "lots"], {}, "not a size"),
         (["token", "--builds", "br-*"], {}, "--auth-secret (or BUILDCAST_AUTH_SECRET) is required"),
         (["token", "--auth-secret", "s" * 32], {}, "--builds names the builds"),
-        (
+        pytest.param(
             ["serve", "--upstream", "http://x"],
-            {"BUILDCAST_REDIS": "redis://:hunter2@127.0.0.1:9/0"},  # retried for 10 s
+            {"BUILDCAST_REDIS": "redis://:hunter2@127.0.0.1:9/0"},
             "cannot reach Redis at redis://:***@127.0.0.1:9/0",
+            marks=pytest.mark.integration,  # retried for 10 s: out of the fast lane
+            id="redis-unreachable",
         ),
         (["serve", "--upstream", "http://x", "--drain-seconds", "soon"], {}, "not a number"),
         (["serve", "--upstream", "http://x", "--log-format", "xml"], {}, "is not one of"),

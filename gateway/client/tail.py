@@ -4,7 +4,8 @@ It follows the build through `Client`, which reconnects and resumes by itself,
 and says so in one line on stderr when the gateway goes away and when it is
 back. It prints what changed: colour only on a terminal, control characters
 escaped (upstream text cannot drive the terminal); with `--json`, each message
-as received, one object a line.
+as received, one object a line. With `--exit-status` the build's end is the exit
+status, as `wait` says it, so a script stops on a failed build.
 """
 
 from __future__ import annotations
@@ -18,20 +19,31 @@ from typing import Any, TextIO
 from gateway.client.connection import Client
 from gateway.client.errors import ClientError
 from gateway.client.updates import Update, report_connectivity
-from gateway.client.wait import UNUSABLE
+from gateway.client.wait import BUILD_EXIT, UNUSABLE
 from gateway.protocol import codec
 from gateway.protocol.diff import diff
 from gateway.protocol.view import Changes, View
 
 
-async def tail(build_id: str, gateway: str, *, json_lines: bool, token: str | None = None) -> int:
+async def tail(
+    build_id: str,
+    gateway: str,
+    *,
+    json_lines: bool,
+    token: str | None = None,
+    exit_status: bool = False,
+) -> int:
+    """0 once the build ended (with `exit_status`, its outcome as `wait` says it); 4 when the
+    gateway cannot be used or does not know the build."""
     show = _Tail(sys.stdout, json_lines=json_lines, colour=_colour(sys.stdout))
+    last: View | None = None
     try:
         async with Client(gateway, token=token) as client:
             updates = client.follow(
                 build_id, until_ended=True, on_connection=report_connectivity("tail", gateway)
             )
             async for update in updates:
+                last = update.view or last
                 show(update)
     except ClientError as exc:
         print(f"buildcast tail: {exc}", file=sys.stderr)
@@ -39,7 +51,10 @@ async def tail(build_id: str, gateway: str, *, json_lines: bool, token: str | No
     except BrokenPipeError:
         # The reader left (`| head -1`): stop quietly; stdout cannot even be flushed at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+        return 0
+    if not exit_status:
+        return 0
+    return UNUSABLE if last is None else BUILD_EXIT.get(last["status"], UNUSABLE)
 
 
 def _colour(stream: TextIO) -> bool:
