@@ -1,5 +1,5 @@
 "use strict";
-// The live build page (PROTOCOL.md): one stream per tab (stream.js), a snapshot then deltas
+// The live build page (PROTOCOL.md): the browser's shared stream (tabs.js), a snapshot then deltas
 // applied in place; the DOM is updated once per animation frame, touching only what changed.
 //
 // Data path: message -> on*() mutates `view` and marks what is dirty -> flush() (one per
@@ -33,7 +33,7 @@
     snapshots: 0, deltas: 0, flushes: 0, maxFlushMs: 0,  // + connects, resyncs, silentReopens
     firstMessageAt: null, firstRenderAt: null, gridCompleteAt: null, lastFlushAt: null,
   };
-  const stream = new BuildcastStream({
+  const stream = openStream({
     stats,
     // Only a gateway in trouble is worth retrying: a 4xx (not found, invalid, no or a bad
     // token, not allowed, too many) answers the same every time. A 429 that says when to
@@ -45,12 +45,17 @@
   // --- what the next frame must redraw: the header here, the rest in its own part
   let headerDirty = false;
   let frame = 0;
-  const grid = new PartitionGrid(schedule);
-  const timeline = new Timeline();
+  // Builds this one delegated to ride on the same stream; their messages go there (delegates.js).
+  const delegates = new Delegates(stream, buildId, (id) => grid.delegateChanged(id));
+  const grid = new PartitionGrid(schedule, delegates);
+  const ending = new BuildEnding(buildId);  // the favicon and "Notify me" (notify.js)
+  const jobs = new JobList(schedule);
+  const timeline = new Timeline((runId) => jobs.show(runId));
 
   // ------------------------------------------------------------------ applying messages
 
   function onSnapshot(id, message) {
+    if (id !== buildId) return delegates.snapshot(id, message);
     const old = view;
     const next = message.view;
     view = next;
@@ -69,10 +74,12 @@
     const prefix = old && old.events.length <= next.events.length
       && old.events.every((event, i) => event.eventId === next.events[i].eventId);
     if (prefix) timeline.grew(); else timeline.reset();
+    jobs.eventsChanged(!prefix);
     heard();
   }
 
   function onDelta(id, message) {
+    if (id !== buildId) return delegates.delta(id, message);
     const changes = message.changes || {};
     applyDelta(view, message.seq, changes);
     // What the delta touched, for the next frame: no card is compared that did not change.
@@ -80,6 +87,7 @@
     if (changes.events) {
       grid.noteDelegations(changes.events);
       timeline.grew();
+      jobs.eventsChanged(false);
     }
     if ("requestedPartitions" in changes) grid.rebuild();
     headerDirty = true;
@@ -96,11 +104,15 @@
   }
 
   function onNotice(id, text) {
+    if (id !== buildId) return;  // a delegate's pause: its card keeps its last state
     paused = text;
     schedule();
   }
 
-  function onEnd(id, { code, message, status }) {
+  function onEnd(id, refusal) {
+    if (id !== null && id !== buildId) return delegates.end(id, refusal);
+    if (id === null && delegates.giveUp(refusal)) return;  // the stream goes on without them
+    const { code, message, status } = refusal;
     if (code === NOT_FOUND || (!code && status === 404)) {
       end(NOT_FOUND, status ? `Build ${buildId} was not found.`
         : `Build ${buildId} was not found: it no longer exists upstream.`);
@@ -125,6 +137,7 @@
   // allow six per host), then resumes from its last id when shown: the missed deltas, no gap.
   function armHiddenTimer() {
     clearTimeout(hiddenTimer);
+    if (stream.shared) return;  // the browser's one connection: a hidden tab stays current
     hiddenTimer = setTimeout(() => {
       if (document.visibilityState === "hidden") stream.pause();
     }, HIDDEN_CLOSE_MS);
@@ -174,6 +187,7 @@
         body.dataset.renderedSeq = view.seq;  // the DOM now shows this seq entirely
         stats.gridCompleteAt ??= performance.now();
       }
+      if (grid.complete) jobs.render(view);  // a large build's first frames go to its cards
       stats.firstRenderAt ??= performance.now();
     }
     const now = performance.now();
@@ -252,11 +266,15 @@
       box.hidden = true;
     }
     if (ended && !view) $("loading").hidden = true;
+    if (ended && !$("home-link")) {  // nothing more comes to an ended page: its way on, once
+      box.after(el("p", { id: "home-link", class: "home-link" }, el("a", { href: "/" }, "Back to the home page")));
+    }
   }
 
   function renderHeader() {
     $("build-id").textContent = view.buildId;
     setBadge($("status"), view.status);
+    ending.show(view);
     document.title = `${statusLabel(view.status)} · ${view.buildId} · Buildcast`;
     const created = $("created");
     created.textContent = formatDateTime(view.createdAtMs);

@@ -74,7 +74,8 @@ class BuildcastStream {
    *   message), notice(buildId, text) for a pause notice, end(buildId, {code, message, status})
    *   when a build's stream is over for good (buildId null: the whole stream's, refused for
    *   good; a multi-build stream then follows nothing until told what: follow()).
-   * multi: the several-build URL even for one build (the wall); else the build's own stream.
+   * multi: the several-build URL even for one build (the wall); else the build's own stream
+   *   until follow() names more than one build.
    * baseMs, capMs: the backoff. silenceMs: reopen from the cursor after this long without a
    *   message (0: never). isFinal(refusal): whether a refused stream ends instead of retrying
    *   (never asked of a refusal with Retry-After: that one is waited out).
@@ -138,6 +139,7 @@ class BuildcastStream {
     if (same && (this.#source || this.#retryTimer)) return;
     for (const id of this.builds) if (!ids.includes(id)) this.#forget(id);
     this.builds = [...ids];
+    if (ids.length > 1) this.multi = true;  // one connection for all, from the same cursor
     if (!this.#retryTimer) this.#open();  // else the pending retry opens with the new set
   }
 

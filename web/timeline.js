@@ -1,7 +1,9 @@
 "use strict";
 // The build page's execution timeline: the newest events, appended as they come, older ones
-// shown on request. build.js says when the events grew (grew()) or must be drawn anew
-// (reset()), and asks it to draw once per frame (render(view)).
+// shown on request. A job event names its run and that run's status then, and opens the run
+// in the Jobs section (jobs.js), where its log is: not a copy per event. build.js says when
+// the events grew (grew()) or must be drawn anew (reset()), and asks it to draw once per
+// frame (render(view)).
 
 const TIMELINE_PAGE = 200;  // events shown at first, and added per "show older"
 
@@ -10,7 +12,8 @@ function atBottom(box) {
 }
 
 class Timeline {
-  constructor() {
+  /** openRun(runId): show that job run (jobs.js). */
+  constructor(openRun) {
     this.list = document.getElementById("timeline");
     this.box = document.getElementById("timeline-box");
     this.older = document.getElementById("older");
@@ -20,9 +23,12 @@ class Timeline {
     this.fresh = true;          // draw every event anew
     this.grown = false;         // events were appended
     this.following = true;      // the reader is at the newest events: new ones scroll into view
-    this.openJobs = new Set();  // event ids whose job details are expanded, kept across updates
     this.view = null;
     this.older.addEventListener("click", () => this.showOlder());
+    this.list.addEventListener("click", (e) => {
+      const button = e.target.closest("button.open-run");
+      if (button) openRun(button.dataset.run);
+    });
   }
 
   reset() {
@@ -105,56 +111,12 @@ class Timeline {
     }
     const item = el("li",
       { class: event.job ? "event job-event" : "event", "data-event-id": event.eventId }, line);
-    if (event.job) item.append(this.jobDetails(event));
+    if (event.job) {
+      item.append(el("div", { class: "job-ref" },
+        el("span", { class: "job-label" }, event.job.jobLabel || "job"), " ", badge(event.job.status),
+        " ", el("button", { type: "button", class: "btn small-btn open-run",
+          "data-run": runIdOf(event) }, "Open run")));
+    }
     return item;
   }
-
-  jobDetails(event) {
-    const job = event.job;
-    const lines = job.logLines || [];
-    const cut = Number(job.truncatedLines) || 0;  // the gateway keeps a long log's tail only
-    const logs = el("pre", { class: "logs", tabindex: "0", "aria-label": "Job log" });
-    if (cut > 0) {
-      const text = `${cut.toLocaleString()} earlier line${cut === 1 ? "" : "s"} not shown`;
-      logs.append(el("span", { class: "ln cut" }, text), "\n");
-      logs.style.counterReset = `ln ${cut}`;  // the kept lines keep their own numbers
-    }
-    for (const text of lines) logs.append(el("span", { class: "ln" }, text), "\n");
-    const copy = el("button", { type: "button", class: "btn small-btn" }, "Copy log");
-    copy.addEventListener("click", () => copyLog(copy, logs, lines));
-    const targets = el("ul", { class: "targets" },
-      ...(job.targetPartitions || []).map((ref) => el("li", { class: "ref" }, ref)));
-    const total = cut + lines.length;
-    const details = el("details", { class: "job" },
-      el("summary", {},
-        el("span", { class: "job-label" }, job.jobLabel || "job"), " ", badge(job.status), " ",
-        el("span", { class: "small" }, cut
-          ? `${lines.length.toLocaleString()} of ${total.toLocaleString()} log lines`
-          : `${lines.length} log line${lines.length === 1 ? "" : "s"}`)),
-      el("dl", { class: "job-facts" },
-        el("dt", {}, "Job"), el("dd", {}, job.jobLabel || "—"),
-        el("dt", {}, "Run id"), el("dd", { class: "mono" }, job.jobRunId || "—"),
-        el("dt", {}, "Status"), el("dd", {}, job.status || "Unknown"),
-        el("dt", {}, "Targets"), el("dd", {}, targets)),
-      lines.length
-        ? el("div", { class: "log-head" }, el("span", { class: "small" }, "Log"), copy)
-        : el("p", { class: "small" }, "No log lines yet."),
-      lines.length ? logs : null);
-    details.open = this.openJobs.has(event.eventId);
-    details.addEventListener("toggle", () => {
-      if (details.open) this.openJobs.add(event.eventId); else this.openJobs.delete(event.eventId);
-    });
-    return details;
-  }
-}
-
-async function copyLog(button, logs, lines) {
-  try {
-    await navigator.clipboard.writeText(lines.join("\n"));
-    button.textContent = "Copied";
-  } catch (e) {  // no clipboard permission: select the text, for Ctrl+C
-    getSelection().selectAllChildren(logs);
-    button.textContent = "Selected: press Ctrl+C";
-  }
-  setTimeout(() => { button.textContent = "Copy log"; }, 2000);
 }

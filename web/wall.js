@@ -8,6 +8,12 @@
 // stream is reopened forever, with capped, jittered backoff, and a silent one after SILENCE_MS.
 // Nothing needs a click. Every text from the gateway goes into the DOM as text, never as HTML.
 //
+// A plain /wall (no build= in the query) also shows, in a strip under the grid, the builds the
+// deployment watched lately (GET /api/v1/recent: the last 24 h, with their last stored state)
+// that no tile shows, failures first; failed tiles come first in the grid too. Those builds are
+// never followed (a stream would keep them watched): they are read again with the watched list.
+// An ended wall (no access, every named build gone) links back to the home page.
+//
 // Query: build=ID (repeatable, up to 50), keep=DURATION (how long an ended build stays in
 // watched mode: "600", "90s", "10m", "1h", "500ms"; a bare number is seconds), token=T (the
 // access token: common.js keeps it and takes it out of the address bar).
@@ -36,6 +42,8 @@
   const grid = document.getElementById("grid");
   const connNode = document.getElementById("conn");
   const titleNode = document.getElementById("wall-title");
+  const homeLink = el("a", { href: "/", class: "wall-home", hidden: "" }, "Back to the home page");
+  connNode.after(homeLink);
 
   // --- state
   const tiles = new Map();      // build id -> tile record, in display order
@@ -47,7 +55,7 @@
   let sorting = false;          // asking which builds the token does not name: no reopen meanwhile
   const clockSamples = [];      // Date.now() - updatedAtMs of live deltas: the clock offset
   const stats = { snapshots: {}, deltas: 0 };  // the stream adds connects, resyncs, silentReopens
-  const stream = new BuildcastStream({
+  const stream = openStream({
     multi: true, stats, capMs: MAX_BACKOFF_MS, silenceMs: SILENCE_MS,
     // Anything else is retried forever: nobody is there to click.
     isFinal: ({ status }) => status === 401 || status === 403,
@@ -434,6 +442,8 @@
       }
     }
     setText(connNode, text);
+    const over = [...tiles.values()].every((t) => t.phase === "gone" || t.phase === "invalid");
+    homeLink.hidden = !(state === "denied" || (MODE === "named" && tiles.size && over));
     connNode.dataset.state = state;
     document.body.dataset.conn = state;
     // The data is stale when it may be behind and the wall knows it: the stream is down or paused.
@@ -448,6 +458,7 @@
       if (denied) return;
       listDown = "";
       mergeWatched(builds);
+      await refreshRecent();
     } catch (e) {
       if (e.status === 401) {
         deny(e.message);
@@ -489,7 +500,70 @@
     // A tile stays while the wall follows it even when the list lacks it: after a gateway
     // restart the list is empty until this very wall's stream is back.
     if (added) layout();
+    failuresFirst();
     followWanted();
+  }
+
+  /** Failed builds' tiles first; the others keep their order. */
+  function failuresFirst() {
+    const all = [...tiles.values()];
+    const failed = all.filter((t) => t.node.dataset.status === "BuildRequestFailed");
+    const order = [...failed, ...all.filter((t) => !failed.includes(t))].map((t) => t.node);
+    const current = [...grid.querySelectorAll(":scope > .tile")];
+    if (order.some((node, i) => node !== current[i])) grid.append(...order);
+  }
+
+  // ------------------------------------------------------------------ watched lately
+
+  const RECENT_SHOWN = 24;  // entries in the strip before "+N more": it never scrolls
+  const recentHead = el("h2", { class: "recent-head" });
+  const recentList = el("ol", { class: "recent-list" });
+  const recentStrip = el("section", { class: "wall-recent", "aria-label": "Builds watched lately",
+    hidden: "" }, recentHead, recentList);
+  if (MODE === "watched") grid.after(recentStrip);
+  let recentBuilds = [];
+  let recentKey = "";
+
+  async function refreshRecent() {
+    try {
+      const { builds } = await fetchJson("/api/v1/recent");
+      recentBuilds = Array.isArray(builds) ? builds : [];
+    } catch (e) { /* the last list stays: the watched list says whether the gateway answers */ }
+    renderRecent();
+  }
+
+  /** The builds of the last day no tile shows, failures first, then the latest watched. */
+  function renderRecent() {
+    const isFailed = (b) => b.status === "BuildRequestFailed";
+    const shown = recentBuilds.filter((b) => isBuildId(b?.buildId) && !tiles.has(b.buildId));
+    const ordered = [...shown.filter(isFailed), ...shown.filter((b) => !isFailed(b))];
+    const now = serverNow();
+    const key = ordered.map((b) => [b.buildId, b.status, JSON.stringify(b.partitions),
+      formatAgo(b.lastWatchedAtMs, now)].join(" ")).join("\n");
+    if (key === recentKey) return;
+    recentKey = key;
+    recentStrip.hidden = !ordered.length;
+    const failed = ordered.filter(isFailed).length;
+    setText(recentHead, `Watched lately (24 h): ${ordered.length}${failed ? ` · ${failed} failed` : ""}`);
+    const items = ordered.slice(0, RECENT_SHOWN).map((b) => recentItem(b, now));
+    if (ordered.length > RECENT_SHOWN) {
+      items.push(el("li", { class: "recent-more" }, `+${ordered.length - RECENT_SHOWN} more`));
+    }
+    recentList.replaceChildren(...items);
+  }
+
+  function recentItem(build, now) {
+    const status = typeof build.status === "string" ? build.status : null;
+    const p = build.partitions || {};
+    const failed = Number(p.failed) || 0;
+    const counts = `${Number(p.available) || 0}/${Number(p.total) || 0} available`
+      + (failed ? ` · ${failed} failed` : "");
+    return el("li", { class: `recent-build tone-${status ? toneOf(status, TILE_TONES) : "neutral"}`,
+      "data-build-id": build.buildId, "data-status": status ?? "" },
+      el("a", { href: `/builds/${encodeURIComponent(build.buildId)}`, class: "recent-id" }, build.buildId),
+      el("span", { class: "recent-status" }, statusLabel(status)),
+      el("span", { class: "recent-counts" }, counts),
+      el("span", { class: "recent-ago" }, `watched ${formatAgo(build.lastWatchedAtMs, now)}`));
   }
 
   function expireEnded() {
@@ -516,6 +590,10 @@
       renderFlag(tile);
     }
     expireEnded();
+    if (MODE === "watched") {
+      failuresFirst();
+      renderRecent();
+    }
     renderConn();
   }
 

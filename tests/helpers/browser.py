@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
@@ -49,6 +50,10 @@ WEB = Path(__file__).resolve().parents[2] / "web"
 
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
 """What the gateway's pages are served with, `FakeGateway`'s too: no page may need inline code."""
+
+OWN_STREAMS = "delete window.SharedWorker;"
+"""An init script: the pages then have no shared worker, each tab its own EventSource (the
+fallback), and a page's stream requests are its own, for a test to see."""
 
 TOKEN_KEY = "buildcast.token"
 """Where a page keeps the access token it was opened with (sessionStorage)."""
@@ -114,6 +119,17 @@ def wall_url(server: TestServer, builds: Sequence[str] = (), **query: str) -> st
     return str(server.make_url("/wall")) + ("?" + urlencode(pairs) if pairs else "")
 
 
+async def gateway_connections(gateway: TestServer) -> dict[str, int]:
+    """The SSE streams (sse) and WebSockets (ws) a real gateway holds open now: its /metrics."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gateway.make_url("/metrics")) as response,
+    ):
+        text = await response.text()
+    found = re.findall(r'^buildcast_connections\{transport="(\w+)"\} (\S+)$', text, re.M)
+    return {transport: int(float(value)) for transport, value in found}
+
+
 def tile(page: Page, build_id: str) -> Locator:
     """A wall's tile of one build."""
     return page.locator(f'.tile[data-build-id="{build_id}"]')
@@ -137,6 +153,12 @@ class FakeGateway:
     request's resume id (query or header); after `refuse()`, stream requests get the
     gateway's error body instead (with `Retry-After` when given), until `accept()`.
     Its pages carry the gateway's Content-Security-Policy.
+
+    `/api/v1/ws` is the WebSocket of the same builds (the pages' shared worker uses it):
+    `subscribe` records its `since` in `connections` and gets a snapshot unless `since` is
+    the build's current token, `unsubscribe` and `ping` do as the gateway's; `send()`,
+    `end_streams()` (a close with 1001, as a restart) and `refuse()` (before the upgrade)
+    reach both transports. `open_connections()` counts each transport's open ones.
     """
 
     def __init__(self, view: dict[str, Any], *others: dict[str, Any]) -> None:
@@ -147,6 +169,7 @@ class FakeGateway:
         self.rest_requests = 0
         self.refusal: tuple[int, str, str, int | None] | None = None
         self._queues: list[asyncio.Queue[bytes | None]] = []
+        self._sockets: list[asyncio.Queue[tuple[str | None, str] | None]] = []
 
     @property
     def view(self) -> dict[str, Any]:
@@ -162,10 +185,16 @@ class FakeGateway:
                 web.get("/api/v1/builds/{build_id}", self._rest),
                 web.get("/api/v1/builds/{build_id}/stream", self._stream),
                 web.get("/api/v1/stream", self._stream),
+                web.get("/api/v1/ws", self._socket),
                 web.static("/static", WEB),
             ]
         )
+        app.on_shutdown.append(self._shut_down)
         return app
+
+    async def _shut_down(self, app: web.Application) -> None:
+        """Streams and sockets end with the server: nothing waits for a page that stays."""
+        self.end_streams()
 
     def token(self, build_id: str) -> str:
         return f"fake.{self.views[build_id]['seq']}.{build_tag(build_id)}"
@@ -176,6 +205,10 @@ class FakeGateway:
     def frame(self, kind: str, payload: dict[str, Any], build_id: str) -> bytes:
         data = orjson.dumps({"type": kind, "buildId": build_id, **payload})
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (self.cursor().encode(), kind.encode(), data)
+
+    @staticmethod
+    def not_found_frame(build_id: str) -> bytes:
+        return b"event: error\ndata: %s\n\n" % orjson.dumps(not_found(build_id))
 
     def snapshot_frame(self, build_id: str | None = None) -> bytes:
         view = self.views[build_id or self.build_id]
@@ -194,14 +227,35 @@ class FakeGateway:
     def error(self, code: str, message: str, build_id: str | None = None) -> bytes:
         return self.frame("error", {"code": code, "message": message}, build_id or self.build_id)
 
+    @staticmethod
+    def ws_message(frame: bytes) -> tuple[str | None, str]:
+        """An SSE frame of `frame()` as the WebSocket sends it: its build, and its JSON text
+        with that build's own token as `id`."""
+        fields = dict(line.split(": ", 1) for line in frame.decode().strip().split("\n"))
+        data = orjson.loads(fields["data"])
+        build_id = data.get("buildId")
+        tag = "." + build_tag(build_id) if build_id else "\0"
+        token = next((t for t in fields["id"].split("~") if t.endswith(tag)), None)
+        return build_id, orjson.dumps({"id": token, **data}).decode()
+
     def send(self, *frames: bytes) -> None:
         for queue in self._queues:
             for frame in frames:
                 queue.put_nowait(frame)
+        messages = [self.ws_message(frame) for frame in frames] if self._sockets else []
+        for socket in self._sockets:
+            for message in messages:
+                socket.put_nowait(message)
 
     def end_streams(self) -> None:
         for queue in self._queues:
             queue.put_nowait(None)
+        for socket in self._sockets:
+            socket.put_nowait(None)
+
+    def open_connections(self) -> dict[str, int]:
+        """The streams (sse) and WebSockets (ws) open now."""
+        return {"sse": len(self._queues), "ws": len(self._sockets)}
 
     def refuse(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         self.refusal = (status, code, message, retry_after)
@@ -219,7 +273,7 @@ class FakeGateway:
         """A page with the shared scripts and nothing else: for tests of those scripts."""
         scripts = "".join(
             f'<script src="/static/{name}"></script>'
-            for name in ("protocol.js", "common.js", "stream.js")
+            for name in ("protocol.js", "common.js", "stream.js", "tabs.js")
         )
         return web.Response(
             text=f"<!doctype html>{scripts}", content_type="text/html", headers=PAGE_HEADERS
@@ -234,15 +288,9 @@ class FakeGateway:
         self.connections.append(resume)
         self.stream_urls.append(request.path_qs)
         if self.refusal is not None:
-            status, code, message, retry_after = self.refusal
-            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-            return web.Response(
-                status=status,
-                body=error_body(code, message),
-                content_type="application/json",
-                headers=headers,
-            )
+            return self._refused(*self.refusal)
         build_ids = request.query.getall("build", []) or [request.match_info["build_id"]]
+        as_sent = _one_build(build_ids[0]) if "build_id" in request.match_info else _as_is
         held = set((resume or "").split("~"))
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -251,15 +299,100 @@ class FakeGateway:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._queues.append(queue)
         try:
-            catch_up = [self.snapshot_frame(b) for b in build_ids if self.token(b) not in held]
-            await response.write(b"retry: 500\n\n" + b"".join(catch_up))
+            catch_up = [
+                self.snapshot_frame(b) if b in self.views else self.not_found_frame(b)
+                for b in build_ids
+                if b not in self.views or self.token(b) not in held
+            ]
+            await response.write(b"retry: 500\n\n" + b"".join(map(as_sent, catch_up)))
             while (frame := await queue.get()) is not None:
-                await response.write(frame)
+                await response.write(as_sent(frame))
         except ConnectionResetError:
             pass
         finally:
             self._queues.remove(queue)
         return response
+
+    @staticmethod
+    def _refused(status: int, code: str, message: str, retry_after: int | None) -> web.Response:
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return web.Response(
+            status=status,
+            body=error_body(code, message),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        self.stream_urls.append(request.path_qs)
+        if self.refusal is not None:
+            return self._refused(*self.refusal)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        queue: asyncio.Queue[tuple[str | None, str] | None] = asyncio.Queue()
+        subscribed: set[str] = set()
+        self._sockets.append(queue)
+        reader = asyncio.create_task(self._read_ops(ws, queue, subscribed))
+        try:
+            while (item := await queue.get()) is not None:
+                build_id, text = item
+                if build_id is None or build_id in subscribed:
+                    await ws.send_str(text)
+        except ConnectionResetError:
+            pass
+        finally:
+            self._sockets.remove(queue)
+            reader.cancel()
+            await ws.close(code=1001, message=b"server shutdown")
+        return ws
+
+    async def _read_ops(
+        self,
+        ws: web.WebSocketResponse,
+        queue: asyncio.Queue[tuple[str | None, str] | None],
+        subscribed: set[str],
+    ) -> None:
+        async for frame in ws:
+            op: dict[str, Any] = orjson.loads(frame.data) if frame.type is WSMsgType.TEXT else {}
+            build_id = op.get("buildId")
+            if op.get("op") == "ping":
+                queue.put_nowait((None, '{"type":"pong"}'))
+            elif op.get("op") == "unsubscribe":
+                subscribed.discard(build_id)
+            elif op.get("op") != "subscribe" or not isinstance(build_id, str):
+                continue
+            elif build_id not in self.views:  # sent, though never subscribed
+                queue.put_nowait((None, orjson.dumps(not_found(build_id)).decode()))
+            else:
+                since = op.get("since")
+                self.connections.append(since)
+                subscribed.add(build_id)
+                if since != self.token(build_id):
+                    queue.put_nowait(self.ws_message(self.snapshot_frame(build_id)))
+        queue.put_nowait(None)  # the client left
+
+
+def _as_is(frame: bytes) -> bytes:
+    return frame
+
+
+def _one_build(build_id: str) -> Callable[[bytes], bytes]:
+    """Frames as a build's own stream sends them: the `id:` is that build's token alone."""
+    tag = build_tag(build_id).encode()
+
+    def as_sent(frame: bytes) -> bytes:
+        head, _, rest = frame.partition(b"\n")
+        if not head.startswith(b"id: "):
+            return frame
+        tokens = head.removeprefix(b"id: ").split(b"~")
+        return b"id: " + b"~".join(t for t in tokens if t.endswith(b"." + tag)) + b"\n" + rest
+
+    return as_sent
+
+
+def not_found(build_id: str) -> dict[str, str]:
+    """The gateway's error for a build the upstream does not know, as streams carry it."""
+    return {"type": "error", "buildId": build_id, "code": "not_found", "message": "no such build"}
 
 
 def small_view(build_id: str = "br-fake") -> dict[str, Any]:

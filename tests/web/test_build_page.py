@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from gateway.simulator import HOSTILE_LOG_LINE, Simulator
-from tests.helpers.browser import set_visibility, small_view
+from tests.helpers.browser import OWN_STREAMS, gateway_connections, set_visibility, small_view
 from tests.helpers.gateways import ARTIFACTS, Upstream, eventually, gateway_view, raw_url
 from tests.web.conftest import StartFake
 
@@ -52,15 +52,14 @@ async def test_the_page_follows_a_build_live_and_shows_logs_as_text(
 
     sim.advance(build_id, 5)  # planning, executing, the first job running
     await expect(status).to_have_text("BuildRequestExecuting", timeout=WAIT)
-    job = page.locator("#timeline details").filter(has_text="onerror").first
-    await expect(job).to_be_visible(timeout=WAIT)
-    await expect(job.locator("summary")).to_contain_text("//jobs:ingest_reviews")
+    job = page.locator("#jobs details[data-job-run]").first
+    await expect(job.locator("summary")).to_contain_text("//jobs:ingest_reviews", timeout=WAIT)
     await job.locator("summary").click()
-    logs = job.locator("pre.logs")
+    logs = job.locator(".run-log")
     await expect(logs).to_contain_text(HOSTILE_LOG_LINE)
     await expect(job).to_contain_text("jr-")  # the run id
     await expect(job.locator(".targets")).to_have_text(refs[0])
-    assert await page.locator("#timeline img").count() == 0, "a log line became HTML"
+    assert await page.locator("#jobs img, #timeline img").count() == 0, "a log line became HTML"
 
     sim.finish(build_id)
     await expect(status).to_have_text("BuildRequestCompleted", timeout=WAIT)
@@ -77,10 +76,11 @@ async def test_the_page_follows_a_build_live_and_shows_logs_as_text(
     await page.screenshot(path=str(ARTIFACTS / "build-page-completed.png"), full_page=True)
     assert not dialogs, f"page text ran as script: {dialogs}"
     assert not errors, f"the page threw: {errors}"
+    # The page asks the API nothing itself: the browser's shared worker follows the build on
+    # its one socket, and polls nothing either.
     api_calls = [url for url in requests if "/api/" in url]
-    assert api_calls == [str(gateway.make_url(f"/api/v1/builds/{build_id}/stream"))], (
-        f"one stream and nothing else: {api_calls}"
-    )
+    assert api_calls == [], f"nothing but the shared socket: {api_calls}"
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}
     others = [url for url in requests if "/api/" not in url and not url.startswith("data:")]
     assert all("/static/" in url or url.endswith(f"/builds/{build_id}") for url in others), others
 
@@ -119,17 +119,16 @@ async def test_unknown_and_invalid_ids_say_so(
     await expect(page.locator("#conn")).to_have_text(label)
     await expect(page.locator("body")).to_have_attribute("data-stream", "closed")
     await page.wait_for_timeout(2500)  # longer than a retry: nothing more is asked
-    api_calls = [url.split("/api/v1/builds/")[1] for url in requests if "/api/" in url]
-    # An unknown id: the refused stream, then the same URL once more, fetched to learn why.
-    # An invalid id: no request.
-    stream = f"{build_id}/stream"
-    assert api_calls == ([stream, stream] if label == "not found" else [])
+    # The page asks nothing itself: the browser's shared worker does, on its socket, which
+    # it closes once no tab wants a build (a retry would keep it open).
+    assert [url for url in requests if "/api/" in url] == []
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 0}
 
 
 async def test_a_hidden_tab_closes_its_stream_and_resumes_without_a_gap(
     sim: Simulator, gateway: TestServer, context: BrowserContext, session: aiohttp.ClientSession
 ) -> None:
-    await context.add_init_script(HIDDEN_CLOSE)
+    await context.add_init_script(HIDDEN_CLOSE + OWN_STREAMS)  # a stream of the tab's own
     page = await context.new_page()
     streams: list[str] = []
     page.on(
@@ -180,8 +179,9 @@ async def test_hidden_tabs_give_their_connections_to_a_new_tab(
     sim: Simulator, gateway: TestServer, context: BrowserContext
 ) -> None:
     """A browser holds six HTTP/1.1 connections per host: six live tabs take them all, and
-    a seventh cannot even load until hidden tabs close their streams."""
-    await context.add_init_script(HIDDEN_CLOSE)
+    a seventh cannot even load until hidden tabs close their streams. (Where the tabs share
+    one connection, test_shared_stream.py, seven load at once.)"""
+    await context.add_init_script(HIDDEN_CLOSE + OWN_STREAMS)
     url = str(gateway.make_url(f"/builds/{sim.create_build(2)}"))
     tabs = []
     for _ in range(6):
@@ -254,10 +254,12 @@ async def test_the_page_fits_a_phone_and_uses_a_4k_screen(
     await page.goto(str(gateway.make_url(f"/builds/{build_id}")))
     await expect(page.locator(".partition")).to_have_count(count, timeout=WAIT)
     await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT)
-    job = page.locator("#timeline details")
-    if name == "desktop":
-        job = job.filter(has_text="error:")
-    await job.last.locator("summary").click()
+    runs = page.locator("#jobs details[data-job-run]")
+    if name == "desktop":  # the failed run comes first, open
+        await expect(runs.first).to_have_attribute("data-status", "JobFailed")
+        await expect(runs.first.locator(".run-log")).to_contain_text("error:")
+    else:
+        await runs.last.locator("summary").click()
     await page.mouse.move(0, 0)
     overflow = await page.evaluate("document.documentElement.scrollWidth - innerWidth")
     assert overflow <= 0, f"{overflow}px wider than a {width}px screen"
@@ -278,8 +280,6 @@ async def test_the_page_fits_a_phone_and_uses_a_4k_screen(
         card = page.locator(f'.partition[data-ref="{refs[7]}"]')
         await expect(card).to_contain_text("PartitionAvailable")
         await expect(card.locator(".deleg")).to_contain_text("Built by")
-        # The failed job's log at the top of the timeline, for the picture.
-        await job.last.evaluate("(d) => d.parentElement.scrollIntoView({block: 'start'})")
     await page.evaluate("scrollTo(0, 0)")
     ARTIFACTS.mkdir(exist_ok=True)
     shot = "build-page.png" if name == "desktop" else f"build-page-{name}.png"
@@ -382,46 +382,3 @@ async def test_stale_data_shows_its_age_from_when_the_upstream_last_answered(
     fake.send(fake.delta({"stale": False}))
     await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT)
     await expect(page.locator("#conn-age")).to_have_text("")
-
-
-async def test_a_job_log_says_how_many_earlier_lines_the_gateway_left_out(
-    start_fake: StartFake, page: Page
-) -> None:
-    view = small_view()
-    job = {
-        "jobRunId": "jr-1",
-        "jobLabel": "//jobs:long",
-        "status": "JobRunning",
-        "targetPartitions": ["a/date=1"],
-    }
-    view["events"] += [
-        {
-            "eventId": "ev-2",
-            "timestampMs": 1_795_766_401_000,
-            "eventType": "JobEvent",
-            "message": "Job running",
-            "job": {**job, "logLines": ["line 1235", "line 1236"], "truncatedLines": 1234},
-        },
-        {
-            "eventId": "ev-3",
-            "timestampMs": 1_795_766_402_000,
-            "eventType": "JobEvent",
-            "message": "Job running",
-            "job": {**job, "jobRunId": "jr-2", "logLines": ["short"]},
-        },
-    ]
-    _, server = await start_fake(view)
-    await page.goto(str(server.make_url("/builds/br-fake")))
-    long, short = (page.locator(f'[data-event-id="ev-{n}"] details') for n in (2, 3))
-    await long.locator("summary").click(timeout=WAIT)
-    await short.locator("summary").click()
-    lines = long.locator("pre.logs .ln")
-    await expect(lines).to_have_text(["1,234 earlier lines not shown", "line 1235", "line 1236"])
-    await expect(short.locator("pre.logs .ln")).to_have_text(["short"])
-    await expect(long.locator("summary")).to_contain_text("2 of 1,236 log lines")
-    await expect(short.locator("summary")).to_contain_text("1 log line")
-    # The kept lines keep their own numbers: the count starts after the lines left out.
-    reset = await long.locator("pre.logs").evaluate("(pre) => getComputedStyle(pre).counterReset")
-    assert reset == "ln 1234"
-    cut = await lines.first.evaluate("(s) => getComputedStyle(s, '::before').content")
-    assert cut == '"⋯"', "the notice is not a numbered line"

@@ -261,10 +261,13 @@ async def test_a_large_build_renders_and_a_burst_applies_with_the_tab_responsive
     await page.locator("#older").click()
     await expect(items).to_have_count(400)
     await expect(items.first).to_have_attribute("data-event-id", final["events"][-400]["eventId"])
-    hostile = page.locator("#timeline details").filter(has_text="onerror").first
-    await hostile.locator("summary").click()
-    await expect(hostile.locator("pre.logs")).to_contain_text(HOSTILE_LOG_LINE)
-    assert await page.locator("#timeline img").count() == 0
+    # The hostile line's event points to its run; opening the run shows the line as text.
+    n = EVENTS + BURST * PER_DELTA[1] - 2
+    await page.locator(f'#timeline [data-event-id="ev-{n}"] button.open-run').click()
+    hostile = page.locator(f'#jobs details[data-job-run="jr-{n}"]')
+    await expect(hostile).to_have_attribute("open", "")
+    await expect(hostile.locator(".run-log")).to_contain_text(HOSTILE_LOG_LINE)
+    assert await page.locator("#jobs img, #timeline img").count() == 0
     assert not errors, f"the page threw: {errors}"
 
     # --- figures, recorded and printed, never asserted

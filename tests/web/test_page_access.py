@@ -18,7 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Request, expect
 from gateway.guard.http import CSP, TOKEN_COOKIE
 from gateway.guard.tokens import mint
 from gateway.simulator import Simulator
-from tests.helpers.browser import TOKEN_KEY, CspWatch, new_page, tile, wall_url
+from tests.helpers.browser import OWN_STREAMS, TOKEN_KEY, CspWatch, new_page, tile, wall_url
 from tests.helpers.gateways import ARTIFACTS, StartGateway
 
 pytestmark = pytest.mark.browser
@@ -37,7 +37,9 @@ async def guarded(start_gateway: StartGateway) -> TestServer:
 
 
 def api_requests(page: Page) -> list[Request]:
-    """Every request of the page to the gateway's API, from now on."""
+    """Every request of the page to the gateway's API, from now on. A test that reads its
+    streams' URLs runs the page on its own stream (`OWN_STREAMS`): the shared worker's
+    requests are not the page's (test_shared_stream.py checks the shared socket's token)."""
     requests: list[Request] = []
     page.on("request", lambda request: requests.append(request) if "/api/" in request.url else None)
     return requests
@@ -55,6 +57,7 @@ async def test_a_link_with_a_token_follows_the_build_and_the_token_leaves_the_ad
 ) -> None:
     build_id = sim.create_build(2, log_lines=2)
     secret = token()
+    await page.add_init_script(OWN_STREAMS)
     requests = api_requests(page)
     await page.goto(str(guarded.make_url(f"/builds/{build_id}")) + f"?token={secret}")
     await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT)
@@ -80,6 +83,7 @@ async def test_a_cookie_is_enough(
     build_id = sim.create_build(2)
     base = str(guarded.make_url("/"))
     await context.add_cookies([{"name": TOKEN_COOKIE, "value": token(), "url": base}])
+    await context.add_init_script(OWN_STREAMS)
     page = await context.new_page()
     requests = api_requests(page)
     await page.goto(str(guarded.make_url(f"/builds/{build_id}")))
@@ -93,6 +97,7 @@ async def test_no_token_is_said_and_not_retried(
     sim: Simulator, guarded: TestServer, page: Page
 ) -> None:
     build_id = sim.create_build(2)
+    await page.add_init_script(OWN_STREAMS)
     requests = api_requests(page)
     await page.goto(str(guarded.make_url(f"/builds/{build_id}")))
     notice = page.locator("#notice")
@@ -144,6 +149,7 @@ async def test_the_wall_logs_in_with_a_token_in_its_link(
     first, second = sim.create_build(2), sim.create_build(3)
     secret = token()
     page = await new_page(browser)
+    await page.add_init_script(OWN_STREAMS)
     requests = api_requests(page)
     await page.goto(wall_url(guarded, [first], token=secret) + f"&build={second}")
     for build_id in (first, second):
@@ -183,6 +189,7 @@ async def test_a_wall_without_a_token_says_so_on_every_tile(
 ) -> None:
     builds = [sim.create_build(2), sim.create_build(2)]
     page = await new_page(browser)
+    await page.add_init_script(OWN_STREAMS)
     requests = api_requests(page)
     await page.goto(wall_url(guarded, builds))
     conn = page.locator("#conn")
@@ -276,7 +283,7 @@ async def test_no_page_breaks_the_content_security_policy(
         await expect(page.locator("#watched tr", has_text=build_id)).to_be_visible(timeout=WAIT)
     elif name == "build":
         await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT)
-        await page.locator("#timeline details summary").first.click()
+        await page.locator("#jobs details[data-job-run] summary").first.click()  # a log
         await page.locator(".chip").first.click()  # a filter: cards hidden and shown
     else:
         await expect(tile(page, build_id)).to_have_attribute("data-phase", "live", timeout=WAIT)

@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,17 +16,20 @@ from playwright.async_api import Browser, Page, expect
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.simulator import Simulator
-from tests.helpers.browser import new_page, record_requests, small_view, tile, wall_url
+from tests.helpers.browser import (
+    gateway_connections,
+    new_page,
+    record_requests,
+    small_view,
+    tile,
+    wall_url,
+)
 from tests.helpers.gateways import ARTIFACTS, StartGateway, Upstream
 from tests.web.conftest import StartFake
 
 pytestmark = pytest.mark.browser
 
 WAIT = 15_000  # ms: generous, the machine is small and other suites run beside this one
-
-
-def streams(urls: list[str]) -> list[str]:
-    return [url for url in urls if "/api/v1/stream?" in url]
 
 
 def per_build_streams(urls: list[str]) -> list[str]:
@@ -56,7 +60,7 @@ async def test_named_builds_update_live_over_one_stream(
     )
     quick = sim.create_build(2)
     page = await new_page(browser)
-    requests = record_requests(page)
+    requests = record_requests(page)  # the page's own: none to the API, the worker asks
     await page.goto(wall_url(gateway, [plain, failing, quick, "br-missing"]))
 
     for build_id in (plain, failing, quick):
@@ -86,7 +90,7 @@ async def test_named_builds_update_live_over_one_stream(
     bar = tile(page, quick).locator(".tile-bar")
     await expect(bar).to_have_attribute("aria-valuenow", "2")
 
-    assert len(streams(requests)) == 1, f"one stream for every tile: {streams(requests)}"
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}, "one for every tile"
     assert not per_build_streams(requests), per_build_streams(requests)
     await page.context.close()
 
@@ -106,10 +110,10 @@ async def test_watched_mode_follows_the_gateway_and_makes_room(
         await expect(tile(page, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
     await expect(page.locator(".tile")).to_have_count(2)
     await expect(page.locator("#wall-title")).to_have_text("watched builds: 2")
-    assert len(streams(requests)) == 1, streams(requests)
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}
 
-    # A build that starts being watched gets a tile; the others resume from the stream's
-    # cursor on the reopened stream, without a second snapshot.
+    # A build that starts being watched gets a tile, on the same connection; the others go
+    # on without a second snapshot.
     third = sim.create_build(2)
     await watch(session, gateway, third)
     await expect(tile(page, third)).to_contain_text("BuildRequestReceived", timeout=WAIT)
@@ -117,8 +121,7 @@ async def test_watched_mode_follows_the_gateway_and_makes_room(
     await expect(tile(page, first)).to_contain_text("BuildRequestExecuting", timeout=WAIT)
     snapshots = await page.evaluate("window.BuildcastWall.stats.snapshots")
     assert snapshots == {first: 1, second: 1, third: 1}, snapshots
-    opened = streams(requests)
-    assert len(opened) == 2 and "lastEventId=" in opened[1], opened
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}
 
     # An ended build stays `keep` (3 s here), then makes room, and is not brought back while
     # the gateway still lists it.
@@ -264,7 +267,8 @@ async def test_hostile_text_and_bad_ids_show_as_text(
     await expect(invalid).to_contain_text("not a valid build id")
     assert await page.locator("#grid img, #grid b, #grid i").count() == 0, "text became HTML"
     assert await page.evaluate("window.__pwned") is None
-    assert len(streams(requests)) == 1 and "not+valid" not in streams(requests)[0]
+    assert not [url for url in requests if "/api/" in url], "asked by the shared worker"
+    assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}
     await page.context.close()
 
 
@@ -285,4 +289,89 @@ async def test_a_stale_tile_gives_the_age_of_its_data(
     fake.send(fake.delta({"stale": False}))
     await expect(flag).to_be_hidden(timeout=WAIT)
     await expect(tile(page, "br-fake")).to_contain_text("BuildRequestExecuting")
+    await page.context.close()
+
+
+async def viewing(session: aiohttp.ClientSession, gateway: TestServer, build_id: str) -> Any:
+    """An open stream of the build: someone views it (until the response is closed)."""
+    stream = await session.get(gateway.make_url(f"/api/v1/builds/{build_id}/stream"))
+    assert stream.status == 200, await stream.text()
+    await stream.content.readline()
+    return stream
+
+
+async def test_a_plain_wall_shows_builds_watched_lately_failures_first(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, browser: Browser
+) -> None:
+    # Watched lately, nobody views them now: one failed, one completed (watched later), one
+    # whose id is HTML.
+    failed_lately = sim.create_build(["d/1", "d/2"], build_id="br-d-failed", fail=["d/2"])
+    hostile = sim.create_build(1, build_id="<b>br-evil<i>")
+    done_lately = sim.create_build(2, build_id="br-c-done")
+    for build_id in (failed_lately, hostile, done_lately):
+        sim.finish(build_id)
+        await watch(session, gateway, build_id)
+    # Viewed now: two live tiles, the second of which is to fail.
+    running = sim.create_build(2, build_id="br-a-running")
+    failing = sim.create_build(["b/1", "b/2"], build_id="br-b-failing", fail=["b/1"])
+    streams_open = [await viewing(session, gateway, b) for b in (running, failing)]
+    await asyncio.sleep(1.5)  # the grace period (1 s) of the builds nobody views now is over
+
+    page = await new_page(browser, watched_ms=500)
+    await page.goto(wall_url(gateway))
+    for build_id in (running, failing):
+        await expect(tile(page, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+    strip = page.locator(".wall-recent")
+    await expect(strip).to_be_visible(timeout=WAIT)
+    items = strip.locator(".recent-build")
+    # Only the builds no tile shows; the failed one first, though watched before the others.
+    await expect(items).to_have_count(3, timeout=WAIT)
+    await expect(items.nth(0)).to_have_attribute("data-build-id", failed_lately)
+    await expect(items.nth(0)).to_contain_text("Failed")
+    await expect(items.nth(0)).to_contain_text("1/2 available · 1 failed")
+    await expect(items.nth(0)).to_have_class(re.compile(r"\btone-error\b"))
+    await expect(items.nth(1)).to_have_attribute("data-build-id", done_lately)
+    await expect(items.nth(1)).to_contain_text("Completed")
+    await expect(strip.locator(".recent-head")).to_have_text("Watched lately (24 h): 3 · 1 failed")
+    link = items.nth(0).locator("a")
+    await expect(link).to_have_attribute("href", f"/builds/{failed_lately}")
+    await expect(items.nth(2).locator(".recent-id")).to_have_text(hostile)
+    assert await page.locator(".wall-recent b, .wall-recent i").count() == 0, "text became HTML"
+    assert await page.locator(".tile").count() == 2
+
+    # A failing tile moves first in the grid.
+    await expect(page.locator(".tile").first).to_have_attribute("data-build-id", running)
+    sim.finish(failing)
+    await expect(tile(page, failing)).to_contain_text("BuildRequestFailed", timeout=WAIT)
+    await expect(page.locator(".tile").first).to_have_attribute(
+        "data-build-id", failing, timeout=WAIT
+    )
+    await page.screenshot(path=str(ARTIFACTS / "wall-recent.png"))  # in docs/images
+    # The recent builds are never followed: the wall does not make them watched again.
+    async with session.get(gateway.make_url("/api/v1/watched")) as response:
+        listed = {b["buildId"] for b in (await response.json())["builds"]}
+    assert listed == {running, failing}, listed
+
+    # A wall that keeps ended builds 1 s: the failed one, still viewed, is in the strip.
+    later = await new_page(browser, watched_ms=500)
+    await later.goto(wall_url(gateway, keep="1s"))
+    await expect(tile(later, running)).to_have_count(1, timeout=WAIT)
+    await expect(tile(later, failing)).to_have_count(0)
+    ended = later.locator(f'.recent-build[data-build-id="{failing}"]')
+    await expect(ended).to_have_class(re.compile(r"\btone-error\b"), timeout=WAIT)
+    for stream in streams_open:
+        stream.close()
+    await page.context.close()
+    await later.context.close()
+
+
+async def test_an_ended_wall_links_home(gateway: TestServer, browser: Browser) -> None:
+    page = await new_page(browser)
+    await page.goto(wall_url(gateway, ["br-missing", "not valid"]))
+    await expect(tile(page, "br-missing")).to_contain_text("not found", timeout=WAIT)
+    home = page.locator("a.wall-home")
+    await expect(home).to_be_visible()
+    await expect(home).to_have_attribute("href", "/")
+    await home.click()
+    await expect(page).to_have_url(re.compile(r"/$"), timeout=WAIT)
     await page.context.close()
