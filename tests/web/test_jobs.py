@@ -12,6 +12,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Locator, Page, expect
@@ -128,6 +129,39 @@ async def test_one_entry_per_run_the_failed_one_first_and_open(
     await expect(runs.nth(2)).to_have_attribute("open", "")
     await expect(runs.nth(2)).to_be_in_viewport()
     await expect(runs.nth(2).locator(".log-line")).to_have_count(12)
+
+
+async def test_a_simulated_failed_log_links_searches_and_downloads(
+    sim: Simulator, gateway: TestServer, session: aiohttp.ClientSession, page: Page
+) -> None:
+    refs = ["a/date=1", "b/date=1"]
+    build_id = sim.create_build(refs, fail=[refs[1]], log_lines=8)
+    sim.finish(build_id)
+    async with session.get(gateway.make_url(f"/api/v1/builds/{build_id}")) as response:
+        view = await response.json()
+    failed = next(
+        e["job"] for e in reversed(view["events"]) if e.get("job", {}).get("status") == "JobFailed"
+    )
+    run, lines = failed["jobRunId"], failed["logLines"]
+
+    # A link to the error line (the last) opens the failed run there, highlighted.
+    await page.goto(str(gateway.make_url(f"/builds/{build_id}")) + line_hash(run, len(lines)))
+    entry = run_entry(page, run)
+    await expect(entry).to_have_attribute("open", "", timeout=WAIT)
+    error = entry.locator(".log-line").last
+    await expect(error).to_have_id(f"run-{run}-L{len(lines)}")
+    await expect(error).to_have_class("log-line target")
+    await expect(error).to_contain_text("error:")
+
+    find = entry.locator("input.log-find")
+    await find.fill("ERROR:")
+    await expect(entry.locator(".log-hits")).to_have_text("1 of 1")
+    await expect(entry.locator(".log-line.current")).to_have_id(f"run-{run}-L{len(lines)}")
+
+    async with page.expect_download() as info:
+        await entry.get_by_role("link", name="Download").click()
+    path = await (await info.value).path()
+    assert path.read_text(encoding="utf-8") == "\n".join(lines) + "\n"
 
 
 async def test_a_running_runs_log_grows_in_place(start_fake: StartFake, page: Page) -> None:
