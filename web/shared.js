@@ -10,7 +10,8 @@
 // text as it came: the tab parses it, off this thread's copy). A dropped socket comes back after
 // a backoff and resubscribes every build `since` its last token: the missed deltas, or a
 // snapshot (docs/protocol.md, WebSocket). A socket speaks for one access token: tabs holding
-// different tokens get a socket each.
+// different tokens get a socket each. A socket follows at most RULES.streamBuilds builds (the
+// gateway's cap): past that, the same token's next builds go on another socket.
 //
 // Tab -> worker: {op: "follow", ids, token} (also the tab's heartbeat), {op: "resend", buildId},
 // {op: "bye"}. Worker -> tab, in batches (arrays): {type: "state", link}, {type: "snapshot"|
@@ -41,7 +42,7 @@ async function explainSocket(url) {
   }
 }
 
-/** One WebSocket, for the tabs holding one access token. */
+/** One WebSocket, for builds of the tabs holding one access token. */
 class Link {
   constructor(token) {
     this.token = token;
@@ -74,8 +75,9 @@ class Link {
     return all;
   }
 
+  /** Tells the tabs whose own build (the first they follow) is on this socket its state. */
   tell() {
-    for (const tab of this.tabs()) tab.post({ type: "state", link: this.state });
+    for (const tab of this.tabs()) if (tab.main === this) tab.post({ type: "state", link: this.state });
   }
 
   want(tab, id) {
@@ -289,14 +291,21 @@ class Link {
   }
 }
 
-/** One tab: its port, the builds it wants, the token it holds. */
+const CLOSED = { connection: "closed", failures: 0, refusal: null, reason: "", retryAt: 0 };
+
+/** One tab: its port, the builds it wants (each on the link that carries it), its token. */
 class Tab {
   constructor(port) {
     this.port = port;
-    this.builds = new Set();
-    this.link = null;
+    this.builds = new Map();  // id -> its Link
+    this.token = "";
     this.beatAt = Date.now();
     this.outbox = [];
+  }
+
+  /** The link of the tab's own build (the first it follows): the state the tab shows. */
+  get main() {
+    return this.builds.values().next().value ?? null;
   }
 
   /** Sends `data` with whatever else this task sends the tab: a burst of frames arrives as one
@@ -309,29 +318,44 @@ class Tab {
   follow(ids, token) {
     this.beatAt = Date.now();
     const key = token || "";
-    if (this.link && this.link.token !== key) this.leave();
-    this.link = links.get(key) ?? new Link(key);
-    links.set(key, this.link);
-    for (const id of [...this.builds]) {
+    if (this.token !== key) this.leave();
+    this.token = key;
+    for (const [id, link] of [...this.builds]) {
       if (!ids.includes(id)) {
         this.builds.delete(id);
-        this.link.unwant(this, id);
+        link.unwant(this, id);
       }
     }
+    // In order, the tab's own build first: it is on the link whose state the tab shows.
+    const had = this.builds;
+    this.builds = new Map();
     for (const id of ids) {
-      this.builds.add(id);
-      this.link.want(this, id);
+      const link = had.get(id) ?? linkFor(key, id);
+      link.want(this, id);  // before the next is placed: it counts toward this link's cap
+      this.builds.set(id, link);
     }
-    this.post({ type: "state", link: this.link.state });
+    this.post({ type: "state", link: this.main?.state ?? CLOSED });
   }
 
   leave() {
-    for (const id of this.builds) this.link?.unwant(this, id);
+    for (const [id, link] of this.builds) link.unwant(this, id);
     this.builds.clear();
   }
 }
 
-const links = new Map();  // access token ("" for none) -> Link
+const links = new Map();  // access token ("" for none) -> its Links
+
+/** The token's link that carries `id`, else one with room for it, else a new one. */
+function linkFor(token, id) {
+  if (!links.has(token)) links.set(token, []);
+  const pool = links.get(token);
+  const found = pool.find((link) => link.builds.has(id))
+    ?? pool.find((link) => link.builds.size < RULES.streamBuilds);
+  if (found) return found;
+  const made = new Link(token);
+  pool.push(made);
+  return made;
+}
 const tabs = new Set();
 
 /** A tab closed, or silent for so long it must have: its builds go. Should it speak again
@@ -349,10 +373,11 @@ onconnect = (event) => {
     if (data?.op === "follow" && Array.isArray(data.ids)) {
       tab.follow(data.ids.filter(isBuildId), typeof data.token === "string" ? data.token : null);
     } else if (data?.op === "resend") {
-      const build = tab.link?.builds.get(data.buildId);
+      const link = tab.builds.get(data.buildId);
+      const build = link?.builds.get(data.buildId);
       if (build?.tabs.has(tab)) {
         build.tabs.delete(tab);
-        tab.link.want(tab, data.buildId);  // its view again, as to a tab that joins
+        link.want(tab, data.buildId);  // its view again, as to a tab that joins
       }
     } else if (data?.op === "bye") {
       bye(tab);
@@ -365,5 +390,5 @@ onconnect = (event) => {
 setInterval(() => {
   const now = Date.now();
   for (const tab of tabs) if (now - tab.beatAt > TAB_SILENCE_MS) bye(tab);
-  for (const link of links.values()) link.check(now);
+  for (const pool of links.values()) for (const link of pool) link.check(now);
 }, PING_MS);

@@ -151,6 +151,24 @@ async def test_seven_tabs_load_and_stay_live_on_one_connection(
     assert await gateway_connections(gateway) == {"sse": 0, "ws": 1}
 
 
+async def test_past_the_cap_of_one_socket_the_worker_opens_another(
+    sim: Simulator, gateway: TestServer, context: BrowserContext, session: aiohttp.ClientSession
+) -> None:
+    # Two walls of 30 builds each: 60 builds, more than one socket may follow (50).
+    builds = [sim.create_build(1) for _ in range(60)]
+    halves = (builds[:30], builds[30:])
+    walls = [await open_tab(context, wall_url(gateway, half)) for half in halves]
+    for wall, half in zip(walls, halves, strict=True):
+        for build_id in half:
+            await expect(tile(wall, build_id)).to_contain_text("BuildRequestReceived", timeout=WAIT)
+    await eventually(lambda: gateway_connections(gateway), lambda c: c == {"sse": 0, "ws": 2})
+    # Every build is live, those of the second socket too.
+    for wall, build_id in ((walls[0], builds[0]), (walls[1], builds[-1])):
+        await moved(sim, session, gateway, build_id)
+        status = sim.build_json(build_id)["status"]
+        await expect(tile(wall, build_id)).to_contain_text(status, timeout=WAIT)
+
+
 async def test_a_dropped_connection_resumes_every_tab_without_a_gap(
     sim: Simulator,
     start_gateway: StartGateway,
