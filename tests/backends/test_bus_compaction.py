@@ -11,28 +11,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import fakeredis
 import pytest
 
 from gateway.backends.redis.bus import RedisBus
-from gateway.backends.redis.connection import RedisConnection, build_key, connect
+from gateway.backends.redis.connection import RedisConnection, build_key
 from gateway.protocol import codec, messages
 from gateway.protocol.diff import apply
 from gateway.protocol.messages import Message
 from gateway.protocol.resume import Position
 from gateway.protocol.view import summarize
-from tests.helpers.redis_servers import RedisServer
+from tests.helpers.backends import redis_connection
 
 EPOCH = "e1"
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.integration)])
 async def connection(request: pytest.FixtureRequest) -> AsyncIterator[RedisConnection]:
-    if request.param == "fakeredis":
-        connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        connection = await connect(server.url)
+    connection = await redis_connection(request)
     yield connection
     await connection.close()
 

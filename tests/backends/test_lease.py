@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
 
 from gateway.backends.base import Lease
 from gateway.backends.memory import MemoryLease, Shared
-from gateway.backends.redis.connection import RedisConnection, connect
 from gateway.backends.redis.lease import RedisLease
-from tests.helpers.redis_servers import RedisServer
+from tests.helpers.backends import redis_connection
 
 TTL = 0.3
 
@@ -31,11 +29,7 @@ async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Lease,
         shared = Shared()
         yield MemoryLease("a", TTL, shared), MemoryLease("b", TTL, shared)
         return
-    if request.param == "fakeredis":
-        connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        connection = await connect(server.url)
+    connection = await redis_connection(request)
     yield RedisLease(connection, "a", TTL), RedisLease(connection, "b", TTL)
     await connection.close()
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
 
 from gateway.backends.base import Missing
 from gateway.backends.memory import MemoryMissing
-from gateway.backends.redis.connection import RedisConnection, connect
 from gateway.backends.redis.missing import RedisMissing
-from tests.helpers.redis_servers import RedisServer
+from tests.helpers.backends import redis_connection
 
 
 @pytest.fixture(
@@ -28,11 +26,7 @@ async def replicas(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Missin
         shared = MemoryMissing()  # one process: its replicas share the object
         yield shared, shared
         return
-    if request.param == "fakeredis":
-        connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        connection = await connect(server.url)
+    connection = await redis_connection(request)
     yield RedisMissing(connection), RedisMissing(connection)
     await connection.close()
 

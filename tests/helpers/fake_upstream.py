@@ -10,16 +10,25 @@ injected failures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
 
-from gateway.ingest.upstream import UpstreamClient
+from gateway.backends.base import Missing
+from gateway.backends.memory import MemoryBus, MemoryLease
+from gateway.ingest.upstream import FirstLooks, UpstreamClient
+from gateway.ingest.watch import Watches
+from gateway.settings import Settings
 from gateway.simulator import Simulator
 
 BASE = "http://bgs.test"
+SETTINGS = Settings(upstream=BASE)  # poll 2 s while running, 10 s once ended, 30 s grace
 
 
 @dataclass
@@ -71,3 +80,28 @@ class FakeUpstream:
         if endpoint == "partition_status":
             return self.sim.partition_status_json(key)
         return self.sim.partition_events_json(key)
+
+
+@contextlib.asynccontextmanager
+async def replica(
+    upstream: FakeUpstream,
+    missing: Missing | None = None,
+    *,
+    first_looks: bool = False,
+    **settings: Any,
+) -> AsyncIterator[Watches]:
+    """One replica's watches on the in-process bus, in front of `upstream`; with
+    `first_looks`, new builds are looked at on a pool of their own, as `create_app` does."""
+    config = dataclasses.replace(SETTINGS, **settings)
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(upstream.client(config.upstream_timeout))
+        looks = None
+        if first_looks:
+            pool = await stack.enter_async_context(upstream.client(config.upstream_timeout))
+            looks = FirstLooks(pool, config.first_looks)
+        lease = MemoryLease("here", config.lease_ttl)
+        watches = Watches(config, client, MemoryBus(), lease, missing, looks)
+        try:
+            yield watches
+        finally:
+            await watches.close()

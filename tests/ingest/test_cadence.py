@@ -9,32 +9,13 @@ the machine's load. The defaults are the product's own (2 s, 10 s, 30 s).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.backends.memory import MemoryBus, MemoryLease
 from gateway.ingest.watch import Watches
-from gateway.settings import Settings
 from gateway.simulator import Simulator
 from tests.helpers.clock import in_fake_time, now
-from tests.helpers.fake_upstream import BASE, FakeUpstream
-
-SETTINGS = Settings(upstream=BASE)  # poll 2 s while running, 10 s once ended, 30 s grace
-
-
-@contextlib.asynccontextmanager
-async def gateway_of(upstream: FakeUpstream, **settings: Any) -> AsyncIterator[Watches]:
-    """A replica's watches on the in-process bus, in front of `upstream`."""
-    config = dataclasses.replace(SETTINGS, **settings)
-    async with upstream.client(timeout=config.upstream_timeout) as client:
-        watches = Watches(config, client, MemoryBus(), MemoryLease("here", config.lease_ttl))
-        try:
-            yield watches
-        finally:
-            await watches.close()
+from tests.helpers.fake_upstream import FakeUpstream, replica
 
 
 async def watched_for(watches: Watches, build_id: str, seconds: float) -> None:
@@ -49,7 +30,7 @@ def test_a_running_build_is_polled_every_2_s_and_an_ended_one_every_10_s() -> No
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with gateway_of(upstream) as watches:
+        async with replica(upstream) as watches:
             await asyncio.gather(
                 watched_for(watches, running, 59.0), watched_for(watches, ended, 59.0)
             )
@@ -65,7 +46,7 @@ def test_polling_goes_on_for_the_grace_period_then_stops() -> None:
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with gateway_of(upstream) as watches:
+        async with replica(upstream) as watches:
             await watched_for(watches, build_id, 10.0)
             left = upstream.builds[build_id]
             await asyncio.sleep(29.0)
@@ -85,7 +66,7 @@ def test_a_slow_upstream_never_gets_overlapping_polls() -> None:
     upstream = FakeUpstream(sim, delay=7.0)  # 3.5 times the poll interval
 
     async def scenario() -> None:
-        async with gateway_of(upstream, upstream_timeout=20.0) as watches:
+        async with replica(upstream, upstream_timeout=20.0) as watches:
             await asyncio.gather(*(watched_for(watches, build_id, 70.0) for _ in range(10)))
         assert upstream.max_in_flight[build_id] == 1, "ten viewers, one poll at a time"
         # Paced by the answers: at 0 s, then 14 s (the first look reads the partitions too,
@@ -111,7 +92,7 @@ def test_polls_start_every_interval_however_long_a_poll_takes() -> None:
     upstream = Slow(sim, delay=1.5)
 
     async def scenario() -> None:
-        async with gateway_of(upstream) as watches:
+        async with replica(upstream) as watches:
             await watched_for(watches, build_id, 30.0)
 
     in_fake_time(scenario)
@@ -126,7 +107,7 @@ def test_partitions_are_read_for_the_first_view_then_about_once_a_minute() -> No
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with gateway_of(upstream) as watches, watches.watching(build_id):
+        async with replica(upstream) as watches, watches.watching(build_id):
             # A large build's first view comes from its events; its partitions are read next.
             await asyncio.sleep(1.0)
             assert upstream.endpoints["partition_status"] == 200, "all for the first view"
@@ -144,7 +125,7 @@ def test_a_partition_is_read_when_a_new_event_names_it() -> None:
 
     async def scenario() -> None:
         async with (
-            gateway_of(upstream, partition_refresh=3600.0) as watches,
+            replica(upstream, partition_refresh=3600.0) as watches,
             watches.watching(build_id),
         ):
             await asyncio.sleep(10.0)
@@ -168,7 +149,7 @@ def test_an_outage_backs_off_to_30_s_with_jitter_and_recovers_at_once() -> None:
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with gateway_of(upstream) as watches, watches.watching(build_id) as watch:
+        async with replica(upstream) as watches, watches.watching(build_id) as watch:
             upstream.status = 503
             before = upstream.builds[build_id]
             await asyncio.sleep(300.0)

@@ -7,9 +7,6 @@ real HTTP where the gateway's own routes are part of the story).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,42 +15,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.backends.base import Missing
-from gateway.backends.memory import MemoryBus, MemoryLease, MemoryMissing
+from gateway.backends.memory import MemoryMissing
 from gateway.backends.redis.connection import RedisConnection
 from gateway.backends.redis.missing import RedisMissing
 from gateway.errors import TooMany, UpstreamInvalid, UpstreamNotFound, UpstreamUnavailable
-from gateway.ingest.upstream import FirstLooks, UpstreamClient
+from gateway.ingest.upstream import UpstreamClient
 from gateway.ingest.watch import Watches
-from gateway.settings import Settings
 from gateway.simulator import Simulator
 from tests.helpers.clock import in_fake_time
-from tests.helpers.fake_upstream import BASE, FakeUpstream
+from tests.helpers.fake_upstream import SETTINGS, FakeUpstream, replica
 from tests.helpers.gateways import StartGateway, Upstream
 from tests.helpers.sse import events
-
-SETTINGS = Settings(upstream=BASE)
-
-
-@contextlib.asynccontextmanager
-async def replica(
-    upstream: FakeUpstream, missing: Missing | None = None, **settings: Any
-) -> AsyncIterator[Watches]:
-    """One replica's watches, with its first-look pool, in front of `upstream`."""
-    config = dataclasses.replace(SETTINGS, **settings)
-    async with upstream.client() as client, upstream.client() as looks:
-        watches = Watches(
-            config,
-            client,
-            MemoryBus(),
-            MemoryLease("here", config.lease_ttl),
-            missing,
-            FirstLooks(looks, config.first_looks),
-        )
-        try:
-            yield watches
-        finally:
-            await watches.close()
 
 
 async def ask(watches: Watches, build_id: str, client: str | None = None) -> str:
@@ -69,7 +41,7 @@ def test_an_unknown_id_is_asked_once_a_minute_however_often_it_is_asked() -> Non
     upstream = FakeUpstream(Simulator(seed=1))
 
     async def scenario() -> None:
-        async with replica(upstream) as watches:
+        async with replica(upstream, first_looks=True) as watches:
             for _ in range(50):
                 assert await ask(watches, "br-nope") == "UpstreamNotFound"
                 await asyncio.sleep(1.0)
@@ -81,9 +53,9 @@ def test_an_unknown_id_is_asked_once_a_minute_however_often_it_is_asked() -> Non
 async def test_replicas_share_what_the_upstream_said_of_an_id() -> None:
     connection = RedisConnection(fakeredis.FakeAsyncRedis(), [])
     upstream = FakeUpstream(Simulator(seed=1))
-    async with replica(upstream, RedisMissing(connection)) as a:
+    async with replica(upstream, RedisMissing(connection), first_looks=True) as a:
         assert await ask(a, "br-nope") == "UpstreamNotFound"
-    async with replica(upstream, RedisMissing(connection)) as b:
+    async with replica(upstream, RedisMissing(connection), first_looks=True) as b:
         assert await ask(b, "br-nope") == "UpstreamNotFound"
     assert upstream.builds["br-nope"] == 1, "the second replica did not ask"
     await connection.close()
@@ -95,7 +67,7 @@ def test_a_replica_watches_at_most_max_builds() -> None:
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with replica(upstream, max_builds=2) as watches:
+        async with replica(upstream, first_looks=True, max_builds=2) as watches:
             holds = [watches.watching(b) for b in builds[:2]]
             for hold in holds:
                 await hold.__aenter__()
@@ -115,7 +87,7 @@ def test_a_flood_of_random_ids_from_one_address_is_held_to_20_a_second() -> None
     upstream = FakeUpstream(Simulator(seed=1))
 
     async def scenario() -> None:
-        async with replica(upstream) as watches:
+        async with replica(upstream, first_looks=True) as watches:
             answers = [await ask(watches, f"br-random-{n}", "203.0.113.9") for n in range(200)]
             await asyncio.sleep(1.0)
             later = await ask(watches, "br-random-again", "203.0.113.9")
@@ -135,7 +107,7 @@ def test_first_looks_queue_for_16_slots_and_watched_builds_keep_their_pace() -> 
 
     async def scenario() -> None:
         async with (
-            replica(upstream, new_builds_per_second=1000.0) as watches,
+            replica(upstream, first_looks=True, new_builds_per_second=1000.0) as watches,
             watches.watching(watched),
         ):
             polls = upstream.builds[watched]
@@ -209,7 +181,10 @@ def test_a_stale_view_says_when_the_upstream_last_answered() -> None:
     upstream = FakeUpstream(sim)
 
     async def scenario() -> None:
-        async with replica(upstream) as watches, watches.watching(build_id) as watch:
+        async with (
+            replica(upstream, first_looks=True) as watches,
+            watches.watching(build_id) as watch,
+        ):
             assert watch.view is not None and watch.view["checkedAtMs"] is None
             upstream.status = 503
             await asyncio.sleep(10.0)
