@@ -9,7 +9,6 @@ import asyncio
 import functools
 import html
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from gateway.ops import access as access_log
 from gateway.ops.metrics import REJECTIONS, Metrics, Readings
 from gateway.ops.status import Reporter, status
 from gateway.protocol import codec
-from gateway.protocol.rules import Code
+from gateway.protocol.rules import CONTROL, Code
 from gateway.settings import Settings
 from gateway.state import STATE, GatewayState
 
@@ -219,13 +218,12 @@ def _wants_page(request: web.Request) -> bool:
     )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ASKED = "<!-- the path asked for -->"
 
 
 def _not_found_page(page: Path, path: str) -> web.Response:
     """web/404.html, saying which path was not found (escaped: it is the client's text)."""
-    asked = html.escape(_CONTROL.sub("\ufffd", path))
+    asked = html.escape(CONTROL.sub("\ufffd", path))
     return web.Response(
         status=404,
         text=_page_text(page).replace(_ASKED, asked),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from gateway.guard.limits import Buckets
 from gateway.ingest.upstream import UpstreamClient
 from gateway.ingest.views import event_view
 from gateway.protocol import codec
-from gateway.protocol.rules import Code
+from gateway.protocol.rules import PARTITION_REF_RULE, Code, is_partition_ref
 from gateway.settings import Settings
 
 FRESH = 10.0
@@ -45,18 +44,8 @@ FRESH = 10.0
 KEEP = 600.0
 """Seconds the last answer is kept: served, with its age, while the upstream fails."""
 
-MAX_REF = 1000
-REF_RULE = f"a partition ref is 1 to {MAX_REF} characters with no control character"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 WAIT_STEP = 0.05
 """Seconds between looks at the cache while another replica asks the upstream."""
-
-
-def check_ref(ref: str) -> str:
-    if not ref or len(ref) > MAX_REF or _CONTROL.search(ref):
-        raise BadRequest(REF_RULE)
-    return ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,8 @@ class PartitionEvents:
 
     async def answer(self, ref: str, client: str | None = None) -> Answer:
         """The ref's events (or its error), loaded once for every asker of this process."""
-        check_ref(ref)
+        if not is_partition_ref(ref):
+            raise BadRequest(PARTITION_REF_RULE)
         if ref not in self._loads:
             found = await self._cache.get(_key(ref))
             if found is not None and found.fresh:

@@ -106,6 +106,22 @@ def is_build_id(text: str) -> bool:
     return _BUILD_ID.fullmatch(text) is not None
 
 
+# --- text from clients
+
+CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters: never in a partition ref, never echoed back as they came."""
+
+MAX_PARTITION_REF: Final = 1000
+
+PARTITION_REF_RULE: Final = (
+    f"a partition ref is 1 to {MAX_PARTITION_REF} characters with no control character"
+)
+
+
+def is_partition_ref(text: str) -> bool:
+    return 0 < len(text) <= MAX_PARTITION_REF and CONTROL.search(text) is None
+
+
 # --- limits a client runs into
 
 STREAM_BUILDS: Final = 50
