@@ -147,6 +147,19 @@ function progressBar(tag, className) {
   return { bar, ok, err };
 }
 
+/** How many of a view's requested partitions are available, and how many failed. */
+function partitionCounts(view) {
+  const refs = Array.isArray(view.requestedPartitions) ? view.requestedPartitions : [];
+  let available = 0;
+  let failed = 0;
+  for (const ref of refs) {
+    const status = view.partitions?.[ref]?.status;
+    if (status === "PartitionAvailable") available += 1;
+    else if (status === "PartitionFailed") failed += 1;
+  }
+  return { total: refs.length, available, failed };
+}
+
 /** Fills a progressBar(), its figures said for screen readers too. */
 function setProgress({ bar, ok, err }, { total, available, failed }) {
   ok.style.width = `${total ? (100 * available) / total : 0}%`;

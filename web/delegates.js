@@ -83,19 +83,13 @@ class Delegates {
       node.replaceChildren(el("span", { class: "small" }, delegate.gone || "following…"));
       return;
     }
-    const refs = Array.isArray(view.requestedPartitions) ? view.requestedPartitions : [];
-    let available = 0;
-    let failed = 0;
-    for (const ref of refs) {
-      const status = view.partitions && view.partitions[ref] && view.partitions[ref].status;
-      if (status === "PartitionAvailable") available += 1;
-      else if (status === "PartitionFailed") failed += 1;
-    }
+    const counts = partitionCounts(view);
+    const { total, available, failed } = counts;
     const meter = progressBar("span", "progress mini");
-    setProgress(meter, { total: refs.length, available, failed });
+    setProgress(meter, counts);
     node.dataset.state = ENDED.has(view.status) ? "ended" : "live";
     node.replaceChildren(badge(view.status), meter.bar,
-      el("span", { class: "deleg-count" }, `${available} / ${refs.length} available`,
+      el("span", { class: "deleg-count" }, `${available} / ${total} available`,
         failed ? ` · ${failed} failed` : ""));
   }
 }

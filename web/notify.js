@@ -87,15 +87,12 @@ class BuildEnding {
     this.remember("sent");  // whatever happens next, never twice
     if (Notification.permission !== "granted") return;
     const outcome = statusLabel(view.status).toLowerCase();
-    let available = 0;
-    for (const ref of view.requestedPartitions) {
-      if ((view.partitions[ref] || {}).status === "PartitionAvailable") available += 1;
-    }
+    const { total, available } = partitionCounts(view);
     const took = formatDuration(view.updatedAtMs - view.createdAtMs);
     try {
       const note = new Notification(`Build ${view.buildId} ${outcome}`, {
         body: `${statusLabel(view.status)} after ${took}: `
-          + `${available} of ${view.requestedPartitions.length} partitions available.`,
+          + `${available} of ${total} partitions available.`,
         tag: `buildcast:${view.buildId}`,
         icon: FAVICONS[view.status],
       });
